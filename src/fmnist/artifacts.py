@@ -1,0 +1,118 @@
+"""Files of a run directory: atomic writes, the saved model and its metadata.
+
+The weights are stored as safetensors, which holds only tensors and loads without
+executing code. ``model.json`` says how they were made: format version,
+architecture, normalisation, class names, configuration, data digests and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fmnist.architecture import ARCHITECTURE, STATE_SHAPES
+from fmnist.errors import CheckpointError
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "model.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a flushed temporary file and a rename.
+
+    A reader sees either the old file or the complete new one, even when the
+    process is killed part-way.
+    """
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Read a JSON file of a run directory, raising CheckpointError with the file name on failure."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: {what} not found; is this a run directory written by 'fmnist train'?") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: {what} cannot be read ({error}); the file is damaged") from None
+
+
+def resolve_model_paths(model: Path) -> tuple[Path, Path]:
+    """Return the weights and metadata paths for a run directory or a weights file."""
+    model = Path(model)
+    if model.is_dir():
+        return model / WEIGHTS_FILE, model / METADATA_FILE
+    if model.exists():
+        return model, model.with_name(METADATA_FILE)
+    raise CheckpointError(f"{model}: no such run directory or model file; pass the directory that 'fmnist train' wrote")
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """Read and check ``model.json``: format version, architecture and normalisation."""
+    metadata = read_json(path, "model metadata")
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: model metadata is not a JSON object; the file is damaged")
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {version!r} is not supported, expected {FORMAT_VERSION}; "
+            f"use the fmnist release that wrote it"
+        )
+    architecture = metadata.get("architecture")
+    name = architecture.get("name") if isinstance(architecture, dict) else None
+    if name != ARCHITECTURE:
+        raise CheckpointError(f"{path}: architecture {name!r} is not supported, expected {ARCHITECTURE}")
+    normalisation = metadata.get("normalisation")
+    if not isinstance(normalisation, dict) or not all(
+        isinstance(normalisation.get(key), (int, float)) for key in ("mean", "std")
+    ):
+        raise CheckpointError(f"{path}: normalisation mean and std are missing; the file is damaged")
+    if not normalisation["std"] > 0:
+        raise CheckpointError(f"{path}: normalisation std is {normalisation['std']}, expected a positive number")
+    class_names = metadata.get("class_names")
+    if not (isinstance(class_names, list) and len(class_names) == 10 and all(isinstance(n, str) for n in class_names)):
+        raise CheckpointError(f"{path}: class_names must be a list of 10 names; the file is damaged")
+    return metadata
+
+
+def check_state_shapes(shapes: dict[str, tuple[int, ...]], path: Path) -> None:
+    """Raise CheckpointError unless ``shapes`` has exactly the parameter names and shapes of the classifier."""
+    missing = sorted(set(STATE_SHAPES) - set(shapes))
+    unexpected = sorted(set(shapes) - set(STATE_SHAPES))
+    if unexpected and missing:
+        raise CheckpointError(
+            f"{path}: weights belong to another architecture (unexpected keys {', '.join(unexpected[:4])}; "
+            f"missing {', '.join(missing[:4])}); expected {ARCHITECTURE}"
+        )
+    if missing:
+        raise CheckpointError(f"{path}: weights are missing keys {', '.join(missing)}; the file is incomplete")
+    if unexpected:
+        raise CheckpointError(f"{path}: weights have unexpected keys {', '.join(unexpected[:4])}; expected {ARCHITECTURE}")
+    for key, expected in STATE_SHAPES.items():
+        if tuple(shapes[key]) != expected:
+            raise CheckpointError(
+                f"{path}: tensor {key} has shape {tuple(shapes[key])}, expected {expected} for {ARCHITECTURE}"
+            )

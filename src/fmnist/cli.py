@@ -1,0 +1,245 @@
+"""The ``fmnist`` command line: argument parsing, logging set-up and exit codes.
+
+Exit codes: 0 success, 2 invalid usage or invalid input, 1 any other failure,
+130 interrupted by Ctrl-C. Expected errors print one line without a traceback;
+``--debug`` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from fmnist import __version__
+from fmnist.config import TrainConfig
+from fmnist.errors import FmnistError
+
+logger = logging.getLogger("fmnist")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_data_options(parser: argparse.ArgumentParser, offline: bool = True) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="directory holding the four IDX files (default: $FMNIST_DATA_DIR, else $XDG_CACHE_HOME/fmnist "
+        "or ~/.cache/fmnist)",
+    )
+    if offline:
+        parser.add_argument("--offline", action="store_true", help="never download; fail if a data file is missing")
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="fmnist",
+        description="Train, evaluate and serve an MLP classifier for Fashion-MNIST.",
+    )
+    parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    download = commands.add_parser("download", help="fetch and verify the dataset files")
+    _add_data_options(download, offline=False)
+    download.add_argument("--verify", action="store_true", help="re-check every file in the data directory and exit")
+    download.add_argument("--timeout", type=float, default=30.0, help="socket timeout in seconds (default: 30)")
+    download.add_argument("--retries", type=int, default=2, help="retries per mirror after a timeout (default: 2)")
+    _add_common_options(download)
+
+    train = commands.add_parser("train", help="train a model and write a run directory")
+    _add_data_options(train)
+    train.add_argument("--output-dir", type=Path, help="run directory to create (default: runs/<timestamp>)")
+    train.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the split, initialisation and shuffling (default: {defaults.seed})")
+    train.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help=f"fraction of the training set held out as val, stratified (default: {defaults.val_fraction})")
+    train.add_argument("--epochs", type=int, default=defaults.epochs, help=f"maximum number of epochs (default: {defaults.epochs})")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"images per optimizer step (default: {defaults.batch_size})")
+    train.add_argument("--lr", type=float, default=defaults.lr, help=f"peak Adam learning rate (default: {defaults.lr})")
+    train.add_argument("--betas", type=float, nargs=2, default=list(defaults.betas), metavar=("BETA1", "BETA2"), help=f"Adam betas (default: {defaults.betas[0]} {defaults.betas[1]})")
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help=f"Adam weight decay (L2 penalty) (default: {defaults.weight_decay})")
+    train.add_argument("--dropout", type=float, default=defaults.dropout, help=f"dropout probability after each hidden layer (default: {defaults.dropout})")
+    train.add_argument("--lr-start-factor", type=float, default=defaults.lr_start_factor, help=f"LinearLR factor of --lr at the first step, in (0, 1] (default: {defaults.lr_start_factor})")
+    train.add_argument("--lr-end-factor", type=float, default=defaults.lr_end_factor, help=f"LinearLR factor of --lr after the last step of --epochs, in (0, 1] (default: {defaults.lr_end_factor})")
+    train.add_argument("--patience", type=int, default=defaults.patience, help=f"epochs without val-loss improvement before stopping (default: {defaults.patience})")
+    train.add_argument("--min-delta", type=float, default=defaults.min_delta, help=f"smallest val-loss decrease that counts as improvement (default: {defaults.min_delta})")
+    train.add_argument("--threads", type=int, help="CPU threads for torch (default: every CPU available to the process)")
+    train.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+    _add_common_options(train)
+
+    evaluate = commands.add_parser("evaluate", help="report test metrics of a trained model")
+    evaluate.add_argument("model", type=Path, metavar="MODEL", help="run directory written by 'fmnist train'")
+    _add_data_options(evaluate)
+    evaluate.add_argument("--plot", type=Path, help="confusion matrix PNG to write (default: MODEL/confusion_matrix.png)")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
+    _add_common_options(evaluate)
+
+    predict = commands.add_parser("predict", help="classify image files (PNG, JPEG, ...)")
+    predict.add_argument("model", type=Path, metavar="MODEL", help="run directory written by 'fmnist train'")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files to classify")
+    predict.add_argument("--top-k", type=int, default=3, help="number of most probable classes to show (default: 3)")
+    predict.add_argument(
+        "--invert",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="invert to light-on-black: auto inverts images with a light border (default: auto)",
+    )
+    predict.add_argument("--json", action="store_true", help="print a JSON list, one object per file, on stdout")
+    _add_common_options(predict)
+    return parser
+
+
+def configure_logging(quiet: bool, verbose: bool) -> None:
+    """Send the library's log records to stderr at the level the options ask for."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on an interactive terminal, and not with --quiet."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from fmnist import download, pipeline
+
+    data_dir = download.resolve_data_dir(args.data_dir)
+    if args.verify:
+        checks = download.verify_data_dir(data_dir, validate=pipeline._validate_with_cache)
+        failed = False
+        for check in checks:
+            print(f"{check.status:17} {check.name}  {check.detail}")
+            failed = failed or check.status in ("invalid", "missing")
+        return EXIT_USAGE if failed else EXIT_OK
+    paths = download.download_dataset(
+        data_dir,
+        timeout=args.timeout,
+        retries=args.retries,
+        show_progress=show_progress(args),
+        validate=pipeline._validate_with_cache,
+    )
+    for path in paths:
+        logger.info("%s", path)
+    return EXIT_OK
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from fmnist import pipeline
+
+    config = TrainConfig(
+        data_dir=args.data_dir,
+        output_dir=args.output_dir,
+        offline=args.offline,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        betas=tuple(args.betas),
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        lr_start_factor=args.lr_start_factor,
+        lr_end_factor=args.lr_end_factor,
+        patience=args.patience,
+        min_delta=args.min_delta,
+        threads=args.threads,
+    )
+    summary = pipeline.train(config, progress=show_progress(args))
+    if args.json:
+        print(json.dumps(summary))
+    return EXIT_OK
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from fmnist import pipeline
+
+    result = pipeline.evaluate(
+        args.model, data_dir=args.data_dir, offline=args.offline, plot_path=args.plot, show_progress=show_progress(args)
+    )
+    if args.json:
+        print(json.dumps(result))
+        return EXIT_OK
+    print(format_evaluation(result))
+    return EXIT_OK
+
+
+def format_evaluation(result: dict) -> str:
+    """Render evaluation metrics as a text report: summary, per-class table, confusion matrix."""
+    lines = [
+        f"Test split: {result['samples']} images",
+        f"accuracy  {result['accuracy']:.4f}",
+        f"macro-F1  {result['macro_f1']:.4f}",
+        f"loss      {result['loss']:.4f}",
+        "",
+        f"{'class':<13}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
+    ]
+    for row in result["per_class"]:
+        lines.append(
+            f"{row['class_name']:<13}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>9}"
+        )
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted class):"]
+    lines.append(" " * 13 + "".join(f"{index:>6}" for index in range(len(result["per_class"]))))
+    for row, counts in zip(result["per_class"], result["confusion_matrix"]):
+        lines.append(f"{row['class']} {row['class_name']:<11}" + "".join(f"{count:>6}" for count in counts))
+    lines += ["", f"Confusion matrix plot: {result['confusion_matrix_png']}"]
+    return "\n".join(lines)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from fmnist.predict import predict_files
+
+    results = predict_files(args.model, args.images, invert=args.invert, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for result in results:
+            if "error" in result:
+                print(f"{result['file']}: error: {result['error']}")
+                continue
+            ranked = ", ".join(f"{entry['class_name']} {entry['probability']:.3f}" for entry in result["top_k"])
+            print(f"{result['file']}: {result['class_name']} ({result['probability']:.3f}); top {args.top_k}: {ranked}")
+    failures = sum("error" in result for result in results)
+    if failures:
+        logger.error("error: %d of %d images could not be classified", failures, len(results))
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+COMMANDS = {"download": run_download, "train": run_train, "evaluate": run_evaluate, "predict": run_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.quiet, args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except FmnistError as error:
+        if args.debug:
+            logger.exception("error: %s", error)
+        else:
+            logger.error("error: %s", error)
+        return error.exit_code
+    except KeyboardInterrupt:
+        logger.error("error: interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - the last line of defence of the command line
+        if args.debug:
+            logger.exception("error: unexpected %s: %s", type(error).__name__, error)
+        else:
+            logger.error("error: unexpected %s: %s; rerun with --debug for the traceback", type(error).__name__, error)
+        return EXIT_FAILURE

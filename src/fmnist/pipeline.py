@@ -1,0 +1,255 @@
+"""The main job: prepare data, train, evaluate on test and write the run directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmnist import artifacts, data, metrics
+from fmnist.config import TrainConfig
+from fmnist.datasets import FASHION_MNIST
+from fmnist.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+HISTORY_PLOT = "history.png"
+CONFUSION_PLOT = "confusion_matrix.png"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def prepare_data_dir(data_dir: Path | None, *, offline: bool, show_progress: bool = False) -> Path:
+    """Resolve the data directory and make sure it holds the four files, downloading unless offline."""
+    from fmnist import download
+
+    resolved = download.resolve_data_dir(data_dir)
+    if offline:
+        data.require_data_files(resolved)
+        return resolved
+    download.download_dataset(resolved, FASHION_MNIST, show_progress=show_progress, validate=_validate_with_cache)
+    return resolved
+
+
+def _validate_with_cache(path: Path) -> None:
+    # Validating a user-supplied file means decompressing it; building the cache does
+    # that once and later runs find the cache under the same digest.
+    spec_file = next(f for f in FASHION_MNIST.files if path.name.removesuffix(".gz") == f.name.removesuffix(".gz"))
+    data.load_cached(path, spec_file.kind, spec_file.md5, data._cache_dir_for(path.parent))
+
+
+def new_run_dir(output_dir: Path | None) -> Path:
+    """Create the run directory: ``output_dir`` if given (it must be empty), else ``runs/<timestamp>``."""
+    if output_dir is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        output_dir = Path("runs") / stamp
+        suffix = 1
+        while output_dir.exists():
+            suffix += 1
+            output_dir = Path("runs") / f"{stamp}-{suffix}"
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise ConfigError(
+            f"--output-dir {output_dir} already exists and is not empty; choose a new directory "
+            f"or continue it with --resume {output_dir}"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+@dataclass
+class PreparedData:
+    """The datasets of one run and the facts about them that the run directory records."""
+
+    train_set: Any
+    val_set: Any
+    test_set: Any
+    mean: float
+    std: float
+    data_files: list[dict[str, Any]]
+
+
+def load_datasets(data_dir: Path, config: TrainConfig) -> PreparedData:
+    """Memory-map both splits, split train into train and val, and compute the normalisation."""
+    from fmnist.loading import FashionMNISTDataset
+
+    train_split = data.load_split(data_dir, "train")
+    test_split = data.load_split(data_dir, "test")
+    train_indices, val_indices = data.stratified_split(train_split.labels, config.val_fraction, config.seed)
+    mean, std = data.pixel_stats(train_split.images, train_indices)
+
+    def dataset(split, indices=None):
+        return FashionMNISTDataset(split.images, split.labels, indices, mean=mean, std=std)
+
+    data_files = [
+        {"name": source.path.name, "path": str(source.path.resolve()), "md5": source.md5, "official": source.official}
+        for source in (*train_split.sources, *test_split.sources)
+    ]
+    return PreparedData(
+        train_set=dataset(train_split, train_indices),
+        val_set=dataset(train_split, val_indices),
+        test_set=dataset(test_split),
+        mean=mean,
+        std=std,
+        data_files=data_files,
+    )
+
+
+def software_versions() -> dict[str, str]:
+    """Return the versions of Python, torch and numpy that made a run."""
+    import numpy
+    import torch
+
+    from fmnist import __version__
+
+    return {"fmnist": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+
+
+def build_metadata(config: TrainConfig, prepared: PreparedData, result, test_summary: dict | None) -> dict[str, Any]:
+    """Return the contents of ``model.json``: how the saved weights were made."""
+    from fmnist.model import ARCHITECTURE, HIDDEN_FEATURES, INPUT_FEATURES, NUM_CLASSES
+
+    return {
+        "format_version": artifacts.FORMAT_VERSION,
+        "architecture": {
+            "name": ARCHITECTURE,
+            "input_features": INPUT_FEATURES,
+            "hidden_features": list(HIDDEN_FEATURES),
+            "num_classes": NUM_CLASSES,
+            "activation": "relu",
+            "dropout": config.dropout,
+            "output": "logits",
+        },
+        "normalisation": {"mean": prepared.mean, "std": prepared.std, "pixel_scale": 255.0},
+        "class_names": list(FASHION_MNIST.class_names),
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stop_reason": result.stop_reason,
+        "metrics": {
+            "best_val_loss": result.best_val_loss if result.best_epoch else None,
+            "test_accuracy": test_summary["accuracy"] if test_summary else None,
+            "test_macro_f1": test_summary["macro_f1"] if test_summary else None,
+        },
+        "data_files": prepared.data_files,
+        "split_sizes": {"train": len(prepared.train_set), "val": len(prepared.val_set), "test": len(prepared.test_set)},
+        "software": software_versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (default: every CPU this process may use) and return it."""
+    import torch
+
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def train(config: TrainConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Run the main job and return a summary; the run directory holds everything it wrote.
+
+    Raises TrainingError after writing the run directory when the loss became non-finite.
+    """
+    import torch
+
+    from fmnist import history as history_io
+    from fmnist import model_io, plots
+    from fmnist.model import build_model
+    from fmnist.train import Trainer, evaluate_model
+
+    started = time.perf_counter()
+    config.validate()
+    threads = set_threads(config.threads)
+    data_dir = prepare_data_dir(config.data_dir, offline=config.offline, show_progress=progress)
+    config.data_dir = data_dir
+    run_dir = new_run_dir(config.output_dir)
+    config.output_dir = run_dir
+    logger.info("Run directory %s, data %s, %d threads", run_dir, data_dir, threads)
+    logger.info("Configuration: %s", config.to_dict())
+
+    prepared = load_datasets(data_dir, config)
+    logger.info(
+        "Splits: train %d, val %d, test %d; normalisation mean %.4f std %.4f",
+        len(prepared.train_set), len(prepared.val_set), len(prepared.test_set), prepared.mean, prepared.std,
+    )
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.dropout)
+    trainer = Trainer(model, config, prepared.train_set, prepared.val_set, progress=progress)
+    result = trainer.fit()
+
+    test_summary = None
+    if result.best_epoch:
+        evaluation = evaluate_model(result.model, prepared.test_set)
+        test_summary = metrics.summarize(evaluation.labels, evaluation.predictions, FASHION_MNIST.class_names)
+        test_summary["loss"] = evaluation.loss
+        artifacts.atomic_write_json(run_dir / METRICS_FILE, {"split": "test", **test_summary})
+        plots.plot_confusion_matrix(test_summary["confusion_matrix"], FASHION_MNIST.class_names, run_dir / CONFUSION_PLOT)
+        model_io.save_model(run_dir, result.model, build_metadata(config, prepared, result, test_summary))
+
+    history_io.write_history(run_dir, result.history)
+    plots.plot_history(result.history, run_dir / HISTORY_PLOT, result.best_epoch or None)
+    seconds = time.perf_counter() - started
+
+    if result.error is not None:
+        raise result.error
+    logger.info(
+        "Test accuracy %.4f, macro-F1 %.4f (best epoch %d of %d) in %.1fs; wrote %s",
+        test_summary["accuracy"], test_summary["macro_f1"], result.best_epoch, len(result.history), seconds, run_dir,
+    )
+    return {
+        "run_dir": str(run_dir),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stop_reason": result.stop_reason,
+        "best_val_loss": result.best_val_loss,
+        "test_accuracy": test_summary["accuracy"],
+        "test_macro_f1": test_summary["macro_f1"],
+        "seconds": seconds,
+    }
+
+
+def evaluate(
+    model_path: Path,
+    *,
+    data_dir: Path | None = None,
+    offline: bool = False,
+    plot_path: Path | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a saved model on the test split; write the confusion matrix PNG and return the metrics."""
+    from fmnist import model_io, plots
+    from fmnist.loading import FashionMNISTDataset
+    from fmnist.train import evaluate_model
+
+    model, metadata = model_io.load_model(model_path)
+    resolved = prepare_data_dir(data_dir, offline=offline, show_progress=show_progress)
+    test_split = data.load_split(resolved, "test")
+    normalisation = metadata["normalisation"]
+    test_set = FashionMNISTDataset(
+        test_split.images, test_split.labels, mean=normalisation["mean"], std=normalisation["std"]
+    )
+    evaluation = evaluate_model(model, test_set)
+    summary = metrics.summarize(evaluation.labels, evaluation.predictions, metadata["class_names"])
+
+    if plot_path is None:
+        model_path = Path(model_path)
+        plot_path = (model_path if model_path.is_dir() else model_path.parent) / CONFUSION_PLOT
+    plots.plot_confusion_matrix(summary["confusion_matrix"], metadata["class_names"], Path(plot_path))
+    return {
+        "split": "test",
+        "model": str(model_path),
+        "data_dir": str(resolved),
+        "loss": evaluation.loss,
+        **summary,
+        "confusion_matrix_png": str(plot_path),
+    }
