@@ -29,3 +29,15 @@ def real_data_dir() -> Path:
     if not all((REAL_DATA_DIR / name).exists() for name in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")):
         pytest.skip(f"real data not found in {REAL_DATA_DIR}")
     return REAL_DATA_DIR
+
+
+@pytest.fixture(autouse=True)
+def reset_package_logger():
+    """Undo the handlers that fmnist.cli.main installs, so each test starts from a clean logger."""
+    import logging
+
+    package_logger = logging.getLogger("fmnist")
+    yield
+    package_logger.handlers.clear()
+    package_logger.setLevel(logging.NOTSET)
+    package_logger.propagate = True

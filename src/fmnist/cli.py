@@ -101,11 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(quiet: bool, verbose: bool) -> None:
     """Send the library's log records to stderr at the level the options ask for."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     logger.handlers[:] = [handler]
-    logger.setLevel(level)
+    # The logger passes INFO on, so that the run directory's train.log is complete
+    # even with --quiet; the terminal handler filters by the options.
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
 
 

@@ -193,6 +193,23 @@ def read_idx(path: Path, kind: str) -> np.ndarray:
     return parse_idx(read_file_bytes(path), path, kind)
 
 
+def read_header(path: Path) -> IdxHeader:
+    """Read and check only the header of the IDX file at ``path``, gzip or raw by its name.
+
+    A gzip file is decompressed only as far as the header, so this is cheap even for the
+    training images. Raises DataFormatError when the header cannot be read or is invalid.
+    """
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as file:
+            start = file.read(4)
+            ndim = start[3] if len(start) == 4 else 0
+            data = start + file.read(4 * ndim)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataFormatError(f"{path}: cannot read the IDX header ({error}); check the file") from None
+    return parse_header(data, path)
+
+
 def validate_idx_file(path: Path) -> None:
     """Raise DataFormatError unless ``path`` is a valid Fashion-MNIST IDX file.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -22,6 +23,26 @@ METRICS_FILE = "metrics.json"
 HISTORY_PLOT = "history.png"
 CONFUSION_PLOT = "confusion_matrix.png"
 CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "train.log"
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path):
+    """Copy the package's INFO log records into ``run_dir/train.log`` while the block runs."""
+    package_logger = logging.getLogger("fmnist")
+    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    previous_level = package_logger.level
+    if package_logger.getEffectiveLevel() > logging.INFO:
+        package_logger.setLevel(logging.INFO)
+    package_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous_level)
+        handler.close()
 
 
 def prepare_data_dir(data_dir: Path | None, *, offline: bool, show_progress: bool = False) -> Path:
@@ -159,13 +180,6 @@ def train(config: TrainConfig, *, progress: bool = False) -> dict[str, Any]:
 
     Raises TrainingError after writing the run directory when the loss became non-finite.
     """
-    import torch
-
-    from fmnist import history as history_io
-    from fmnist import model_io, plots
-    from fmnist.model import build_model
-    from fmnist.train import Trainer, evaluate_model
-
     started = time.perf_counter()
     config.validate()
     threads = set_threads(config.threads)
@@ -173,6 +187,18 @@ def train(config: TrainConfig, *, progress: bool = False) -> dict[str, Any]:
     config.data_dir = data_dir
     run_dir = new_run_dir(config.output_dir)
     config.output_dir = run_dir
+    with run_log(run_dir):
+        return _train_into(run_dir, data_dir, threads, config, progress, started)
+
+
+def _train_into(run_dir: Path, data_dir: Path, threads: int, config: TrainConfig, progress: bool, started: float) -> dict[str, Any]:
+    import torch
+
+    from fmnist import history as history_io
+    from fmnist import model_io, plots
+    from fmnist.model import build_model
+    from fmnist.train import Trainer, evaluate_model
+
     logger.info("Run directory %s, data %s, %d threads", run_dir, data_dir, threads)
     logger.info("Configuration: %s", config.to_dict())
 

@@ -1,0 +1,172 @@
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from fmnist import artifacts, model_io
+from fmnist.errors import CheckpointError
+from fmnist.model import build_model
+
+
+def metadata(**changes):
+    value = {
+        "format_version": 1,
+        "architecture": {"name": "mlp-784-300-200-10", "dropout": 0.2},
+        "normalisation": {"mean": 0.28, "std": 0.35},
+        "class_names": [str(index) for index in range(10)],
+    }
+    value.update(changes)
+    return value
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    torch.manual_seed(0)
+    model = build_model().eval()
+    directory = tmp_path / "run"
+    directory.mkdir()
+    model_io.save_model(directory, model, metadata())
+    return directory
+
+
+def test_round_trip_predicts_the_same(run_dir):
+    torch.manual_seed(0)
+    original = build_model().eval()
+    loaded, loaded_metadata = model_io.load_model(run_dir)
+    images = torch.randn(16, 784)
+    assert torch.equal(original(images), loaded(images))
+    assert loaded_metadata["normalisation"] == {"mean": 0.28, "std": 0.35}
+    assert not loaded.training
+
+
+def test_no_temporary_files_left(run_dir):
+    assert sorted(path.name for path in run_dir.iterdir()) == ["model.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_wrapper_prefixes_are_stripped(tmp_path, prefix):
+    state = {prefix + key: value for key, value in build_model().state_dict().items()}
+    path = tmp_path / "wrapped.pt"
+    torch.save(state, path)
+    loaded = model_io.read_state_dict(path)
+    assert sorted(loaded) == sorted(build_model().state_dict())
+
+
+def test_training_checkpoint_yields_model_state(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": build_model().state_dict(), "epoch": 3}, path)
+    assert sorted(model_io.read_state_dict(path)) == sorted(build_model().state_dict())
+
+
+class RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as file:
+        pickle.dump({"1.weight": RunsCode()}, file)
+    with pytest.raises(CheckpointError) as raised:
+        model_io.read_state_dict(path)
+    assert str(raised.value).startswith(f"{path}: refused to load, the file holds objects other than tensors (")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_truncated_safetensors(run_dir):
+    weights = run_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(run_dir)
+    assert str(raised.value).startswith(f"{weights}: model file is truncated or corrupt (")
+    assert str(raised.value).endswith("); train again or restore it from a backup")
+
+
+def test_empty_weights_file(run_dir):
+    (run_dir / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="model file is empty; train again or restore it from a backup"):
+        model_io.load_model(run_dir)
+
+
+def test_truncated_torch_file(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(build_model().state_dict(), path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="model file is truncated or corrupt"):
+        model_io.read_state_dict(path)
+
+
+def test_other_architecture(run_dir):
+    model = torch.nn.Sequential(torch.nn.Linear(784, 10))
+    model_io.save_model(run_dir, model, metadata())
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(run_dir)
+    assert str(raised.value) == (
+        f"{run_dir / 'model.safetensors'}: weights belong to another architecture (unexpected keys 0.bias, 0.weight; "
+        f"missing 1.bias, 1.weight, 4.bias, 4.weight); expected mlp-784-300-200-10"
+    )
+
+
+def test_wrong_tensor_shape(tmp_path):
+    state = build_model().state_dict()
+    state["4.weight"] = torch.zeros(200, 301)
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as raised:
+        model_io.check_state_dict(model_io.read_state_dict(path), path)
+    assert str(raised.value) == f"{path}: tensor 4.weight has shape (200, 301), expected (200, 300) for mlp-784-300-200-10"
+
+
+def test_missing_keys(tmp_path):
+    state = build_model().state_dict()
+    del state["7.bias"]
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as raised:
+        model_io.check_state_dict(model_io.read_state_dict(path), path)
+    assert str(raised.value) == f"{path}: weights are missing keys 7.bias; the file is incomplete"
+
+
+def test_missing_metadata(run_dir):
+    (run_dir / "model.json").unlink()
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(run_dir)
+    assert str(raised.value) == (
+        f"{run_dir / 'model.json'}: model metadata not found; is this a run directory written by 'fmnist train'?"
+    )
+
+
+def test_unsupported_format_version(run_dir):
+    (run_dir / "model.json").write_text(json.dumps(metadata(format_version=99)))
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(run_dir)
+    assert str(raised.value) == (
+        f"{run_dir / 'model.json'}: format version 99 is not supported, expected 1; use the fmnist release that wrote it"
+    )
+
+
+def test_missing_run_directory(tmp_path):
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(tmp_path / "nowhere")
+    assert str(raised.value) == (
+        f"{tmp_path / 'nowhere'}: no such run directory or model file; pass the directory that 'fmnist train' wrote"
+    )
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "value.json"
+    artifacts.atomic_write_json(path, {"old": 1})
+
+    def broken_replace(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifacts.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        artifacts.atomic_write_json(path, {"new": 2})
+    assert json.loads(path.read_text()) == {"old": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["value.json"]
