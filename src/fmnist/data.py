@@ -10,6 +10,7 @@ read-only ``numpy.memmap``, one whole batch per call.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -56,10 +57,24 @@ def require_data_files(data_dir: Path, spec: DatasetSpec = FASHION_MNIST) -> dic
     return found
 
 
+def _marked_read_only(directory: Path) -> bool:
+    """Return whether ``directory`` has no write permission bit at all.
+
+    Root may write anywhere, so a write probe alone would fill a directory that its
+    owner made read-only (such as a shared dataset) with cache files.
+    """
+    try:
+        return directory.stat().st_mode & 0o222 == 0
+    except OSError:
+        return False
+
+
 def _cache_dir_for(data_dir: Path) -> Path:
     """Return a writable cache directory: next to the data, else under the user cache."""
     local = data_dir / CACHE_DIR_NAME
     try:
+        if not local.exists() and _marked_read_only(data_dir):
+            raise PermissionError(f"{data_dir} has no write permission bits")
         local.mkdir(exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=local, prefix=".probe-")
         probe.close()
@@ -67,23 +82,45 @@ def _cache_dir_for(data_dir: Path) -> Path:
     except OSError:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         fallback = base / "fmnist" / "idx-cache"
-        fallback.mkdir(parents=True, exist_ok=True)
+        try:
+            fallback.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InvalidInputError(
+                f"{data_dir} is not writable and the cache directory {fallback} cannot be created "
+                f"({error.strerror}); make one of them writable or set XDG_CACHE_HOME to a writable directory"
+            ) from None
         logger.debug("%s is not writable; caching decompressed data in %s", data_dir, fallback)
         return fallback
 
 
-def _open_cache(path: Path, kind: str) -> np.ndarray | None:
-    """Open a cached array read-only, or return None when it is missing or damaged."""
+def _open_cache(path: Path, kind: str, expected_shape: tuple[int, ...]) -> np.ndarray | None:
+    """Open a cached array read-only, or return None when it is missing or damaged.
+
+    ``expected_shape`` comes from the header of the source file. A cache that does not
+    match it, or contains labels outside 0-9, is damaged, so the caller rebuilds it from
+    the source, whose own checks then decide whether the data is valid.
+    """
     if not path.exists():
         return None
     try:
-        array = np.load(path, mmap_mode="r")
+        # open_memmap reads only the .npy format, so an empty, truncated or foreign file
+        # raises ValueError or OSError. np.load would also raise EOFError or zipfile errors.
+        array = np.lib.format.open_memmap(path, mode="r")
     except (OSError, ValueError) as error:
         logger.warning("Rebuilding damaged cache file %s (%s)", path, error)
         return None
     expected_ndim = 3 if kind == "images" else 1
-    if array.dtype != np.uint8 or array.ndim != expected_ndim:
-        logger.warning("Rebuilding cache file %s: unexpected dtype or shape", path)
+    if array.dtype != np.uint8 or array.shape != expected_shape or array.ndim != expected_ndim:
+        logger.warning(
+            "Rebuilding cache file %s: found %s %s, expected uint8 %s",
+            path, array.dtype, array.shape, expected_shape,
+        )
+        return None
+    if kind == "images" and array.shape[1:] != (28, 28):
+        # The source header itself is invalid, and rebuilding lets read_idx report it.
+        return None
+    if kind == "labels" and array.size and int(array.max()) >= idx.NUM_CLASSES:
+        logger.warning("Rebuilding cache file %s: labels outside 0-9", path)
         return None
     return array
 
@@ -118,15 +155,17 @@ def load_cached(path: Path, kind: str, expected_md5: str, cache_dir: Path) -> tu
     stem = path.name.removesuffix(".gz")
     cache_path = cache_dir / f"{stem}.{digest}.npy"
 
-    array = _open_cache(cache_path, kind)
+    # The cache was validated when it was built from a source with this digest, so
+    # comparing it with the source header catches a damaged cache without decompressing.
+    try:
+        expected_shape = idx.read_header(path).shape
+    except DataFormatError:
+        expected_shape = None
+    array = None if expected_shape is None else _open_cache(cache_path, kind, expected_shape)
     if array is None:
         logger.debug("Decompressing %s into %s", path, cache_path)
         _write_cache(cache_path, idx.read_idx(path, kind))
-        array = np.load(cache_path, mmap_mode="r")
-    elif kind == "labels":
-        idx.check_labels(np.asarray(array), path)
-    if kind == "images" and array.shape[1:] != (28, 28):
-        raise DataFormatError(f"{path}: images are {array.shape[1]}x{array.shape[2]}, expected 28x28")
+        array = np.lib.format.open_memmap(cache_path, mode="r")
     return array, source
 
 
@@ -158,45 +197,77 @@ def load_split(data_dir: Path, split: str, spec: DatasetSpec = FASHION_MNIST) ->
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split sample indices into train and val so that each class keeps its proportion.
 
-    Every class contributes ``round(count * val_fraction)`` samples to val, at least one,
-    and keeps at least one in train. Both index arrays are sorted, so the result depends
+    Every class contributes ``round(count * val_fraction)`` samples to val and must keep
+    at least one sample in train and one in val, else InvalidInputError names a fraction
+    range that works for every class. Both index arrays are sorted, so the result depends
     only on ``labels``, ``val_fraction`` and ``seed``.
     """
     if not 0.0 < val_fraction < 1.0:
         raise InvalidInputError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) == 0:
+        raise InvalidInputError(
+            "the training split contains 0 labels, so it cannot be split into train and val; "
+            "check the train files in the data directory"
+        )
+    _check_val_counts(classes, counts, val_fraction)
+
     rng = np.random.default_rng(seed)
     train_parts = []
     val_parts = []
-    for label in np.unique(labels):
+    for label in classes:
         members = np.flatnonzero(labels == label)
         val_count = int(round(len(members) * val_fraction))
-        if val_count < 1 or val_count >= len(members):
-            raise InvalidInputError(
-                f"--val-fraction {val_fraction} gives class {int(label)} ({len(members)} samples) "
-                f"{val_count} val samples; every class needs at least one sample in train and in val, "
-                f"so choose a fraction between {1 / len(members):.3g} and {1 - 1 / len(members):.3g}"
-            )
         shuffled = rng.permutation(members)
         val_parts.append(shuffled[:val_count])
         train_parts.append(shuffled[val_count:])
     return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
 
 
+def _check_val_counts(classes: np.ndarray, counts: np.ndarray, val_fraction: float) -> None:
+    """Raise InvalidInputError unless ``val_fraction`` leaves every class samples in train and val."""
+    smallest = int(np.argmin(counts))
+    if counts[smallest] < 2:
+        raise InvalidInputError(
+            f"class {int(classes[smallest])} has only {int(counts[smallest])} sample; every class needs "
+            f"at least one sample in train and one in val, so use a training split with at least 2 samples per class"
+        )
+
+    for label, count in zip(classes, counts):
+        val_count = int(round(int(count) * val_fraction))
+        if 1 <= val_count < count:
+            continue
+        # Any fraction in [1/m, 1 - 1/m], m the size of the smallest class, works for every class.
+        low = 1 / int(counts[smallest])
+        raise InvalidInputError(
+            f"--val-fraction {val_fraction} gives class {int(label)} ({int(count)} samples) {val_count} val "
+            f"samples; every class needs at least one sample in train and in val, so choose a fraction "
+            f"between {low:.6g} and {1 - low:.6g} (the smallest class has {int(counts[smallest])} samples)"
+        )
+
+
 def pixel_stats(images: np.ndarray, indices: np.ndarray, chunk: int = 8192) -> tuple[float, float]:
-    """Return the mean and standard deviation of the pixels of ``images[indices]``, scaled to [0, 1]."""
-    total = 0.0
-    total_sq = 0.0
+    """Return the mean and standard deviation of the uint8 pixels of ``images[indices]``, scaled to [0, 1].
+
+    The sums are exact integers, so images of one constant value give a standard deviation
+    of exactly 0 (rejected) rather than a rounding residue that would blow up normalisation.
+    """
+    total = 0
+    total_sq = 0
     count = 0
     for start in range(0, len(indices), chunk):
-        block = np.asarray(images[indices[start : start + chunk]], dtype=np.float64) / 255.0
-        total += block.sum()
-        total_sq += np.square(block).sum()
+        block = np.asarray(images[indices[start : start + chunk]]).astype(np.int64)
+        total += int(block.sum())
+        total_sq += int(np.square(block).sum())
         count += block.size
     if count == 0:
         raise InvalidInputError("cannot compute normalisation statistics of an empty training split")
-    mean = total / count
-    std = float(np.sqrt(max(total_sq / count - mean * mean, 0.0)))
+    # This is count squared times the variance, in squared pixel units. Integer
+    # arithmetic keeps it exact, so it is never negative.
+    scaled_variance = count * total_sq - total * total
+    mean = total / (count * 255.0)
+    std = math.sqrt(scaled_variance) / (count * 255.0)
     if std == 0.0:
         raise InvalidInputError("every training pixel has the same value; the images carry no information")
-    return float(mean), std
+    return mean, std

@@ -120,10 +120,14 @@ def parse_header(data: bytes, path: Path) -> IdxHeader:
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise DataFormatError(
-            f"{path}: header is cut short: {len(data)} bytes, expected {header_size} for {ndim} dimensions"
+            f"{path}: header is cut short: {len(data)} bytes, expected {header_size} for {_dimensions(ndim)}"
         )
     shape = struct.unpack(f">{ndim}I", data[4:header_size])
     return IdxHeader(type_code, tuple(shape))
+
+
+def _dimensions(count: int) -> str:
+    return f"{count} dimension" if count == 1 else f"{count} dimensions"
 
 
 def check_payload(header: IdxHeader, data_size: int, path: Path) -> None:
@@ -152,7 +156,7 @@ def parse_idx(data: bytes, path: Path, kind: str) -> np.ndarray:
     expected_ndim = 3 if kind == "images" else 1
     if len(header.shape) != expected_ndim:
         raise DataFormatError(
-            f"{path}: header declares {len(header.shape)} dimensions, expected {expected_ndim} for {kind}; "
+            f"{path}: header declares {_dimensions(len(header.shape))}, expected {expected_ndim} for {kind}; "
             f"check that images and labels files are not swapped"
         )
     if kind == "images" and header.shape[1:] != (28, 28):
@@ -206,7 +210,9 @@ def read_header(path: Path) -> IdxHeader:
             ndim = start[3] if len(start) == 4 else 0
             data = start + file.read(4 * ndim)
     except (OSError, EOFError, zlib.error) as error:
-        raise DataFormatError(f"{path}: cannot read the IDX header ({error}); check the file") from None
+        raise DataFormatError(
+            f"{path}: failed to read the IDX header ({error}); delete the file and download it again"
+        ) from None
     return parse_header(data, path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,7 +44,8 @@ class FashionMNISTDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self.indices[np.asarray(indices, dtype=np.int64)]
-        pixels = np.asarray(self.images[rows]).reshape(len(rows), -1)
+        # An explicit row width, because reshape cannot infer -1 for an empty batch.
+        pixels = np.asarray(self.images[rows]).reshape(len(rows), math.prod(self.images.shape[1:]))
         images = torch.from_numpy(pixels).to(torch.float32)
         images.mul_(1.0 / (255.0 * self.std)).sub_(self.mean / self.std)
         labels = torch.from_numpy(np.asarray(self.labels[rows]).astype(np.int64))
