@@ -170,3 +170,47 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
         artifacts.atomic_write_json(path, {"new": 2})
     assert json.loads(path.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["value.json"]
+
+
+def save_as_if_on_gpu(value, path, monkeypatch) -> None:
+    """Save ``value`` with every storage tagged "cuda:0", as torch.save does for tensors on the first GPU."""
+    import zipfile
+
+    import torch.serialization
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(value, path)
+    with zipfile.ZipFile(path) as archive:
+        pickled = archive.read(next(name for name in archive.namelist() if name.endswith("data.pkl")))
+    assert b"cuda:0" in pickled
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_state_dict_saved_on_gpu_loads_on_cpu(tmp_path, monkeypatch, prefix):
+    state = {prefix + key: value for key, value in build_model().state_dict().items()}
+    path = tmp_path / "model.pt"
+    save_as_if_on_gpu(state, path, monkeypatch)
+    if not torch.cuda.is_available():
+        # Without map_location the storages would be restored on the GPU.
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(path, weights_only=True)
+
+    loaded = model_io.read_state_dict(path)
+    assert sorted(loaded) == sorted(key.removeprefix(prefix) for key in state)
+    for key, tensor in state.items():
+        assert loaded[key.removeprefix(prefix)].device.type == "cpu"
+        assert torch.equal(loaded[key.removeprefix(prefix)], tensor)
+
+
+def test_safetensors_records_no_device(run_dir):
+    # safetensors stores dtype, shape and byte offsets only, so a file written from GPU
+    # tensors reads back on the CPU like any other.
+    weights = (run_dir / "model.safetensors").read_bytes()
+    header_size = int.from_bytes(weights[:8], "little")
+    header = json.loads(weights[8 : 8 + header_size])
+    for key, entry in header.items():
+        if key != "__metadata__":
+            assert set(entry) == {"dtype", "shape", "data_offsets"}, key
+    model, _ = model_io.load_model(run_dir)
+    assert {parameter.device.type for parameter in model.parameters()} == {"cpu"}

@@ -150,3 +150,54 @@ def test_batch_larger_than_train_split_rejected():
     assert str(raised.value) == (
         "--batch-size 500 is larger than the train split (200 samples); use a batch size of at most 200"
     )
+
+
+def record_first_epoch_batches(trainer):
+    """Run one epoch and return the images and labels that reached the loss, batch by batch."""
+    batches = []
+    real_loss = trainer.loss_fn
+    model = trainer.model
+    real_forward = model.forward
+
+    def forward(images):
+        batches.append([images.clone()])
+        return real_forward(images)
+
+    def loss(logits, labels):
+        batches[-1].append(labels.clone())
+        return real_loss(logits, labels)
+
+    model.forward = forward
+    trainer.loss_fn = loss
+    trainer.train_epoch()
+    return batches
+
+
+def test_augment_shift_keeps_labels_and_moves_images():
+    plain = record_first_epoch_batches(make_trainer())
+    shifted = record_first_epoch_batches(make_trainer(augment_shift=2))
+    assert len(plain) == len(shifted)
+    for (plain_images, plain_labels), (shifted_images, shifted_labels) in zip(plain, shifted):
+        assert torch.equal(plain_labels, shifted_labels)
+        assert shifted_images.shape == plain_images.shape
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(plain, shifted))
+
+
+def test_augment_shift_same_seed_same_history():
+    first = make_trainer(augment_shift=2).fit().history
+    second = make_trainer(augment_shift=2).fit().history
+    plain = make_trainer().fit().history
+    strip = lambda history: [(r.train_loss, r.val_loss, r.val_accuracy) for r in history]
+    assert strip(first) == strip(second)
+    assert strip(first) != strip(plain)
+
+
+def test_label_smoothing_reaches_train_loss_only():
+    trainer = make_trainer(label_smoothing=0.1, epochs=1)
+    assert trainer.loss_fn.label_smoothing == 0.1
+    history = trainer.fit().history
+    evaluation = evaluate_model(trainer.model, trainer.val_set)
+    assert history[0].val_loss == pytest.approx(evaluation.loss)
+    logits = trainer.model(trainer.val_set.tensors()[0])
+    plain = torch.nn.functional.cross_entropy(logits, trainer.val_set.tensors()[1]).item()
+    assert evaluation.loss == pytest.approx(plain, rel=1e-5)

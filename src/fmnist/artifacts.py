@@ -7,9 +7,12 @@ architecture, normalisation, class names, configuration, data digests and metric
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +24,41 @@ WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a flushed temporary file and a rename.
+@functools.cache
+def _umask() -> int:
+    # The umask can only be read by setting it, so set it back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    A reader sees either the old file or the complete new one, even when the
-    process is killed part-way.
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; when the block succeeds, fsync it and rename it onto ``path``.
+
+    A reader sees either the old file or the complete new one, even when the process
+    is killed part-way. On an exception the temporary file is removed. The new file
+    gets the usual permissions (0666 less the umask), not mkstemp's 0600.
     """
     path = Path(path)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    temporary = Path(name)
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
+        os.chmod(temporary, 0o666 & ~_umask())
+        yield temporary
+        with open(temporary, "rb") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmnist import artifacts, data, metrics
+from fmnist import artifacts, checkpoint, config_file, data, metrics, tensorboard_log
 from fmnist.config import TrainConfig
 from fmnist.datasets import FASHION_MNIST
-from fmnist.errors import ConfigError
+from fmnist.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 HISTORY_PLOT = "history.png"
 CONFUSION_PLOT = "confusion_matrix.png"
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
 LOG_FILE = "train.log"
 
 
@@ -45,11 +45,27 @@ def run_log(run_dir: Path):
         handler.close()
 
 
+@contextlib.contextmanager
+def resume_hint(run_dir: Path):
+    """Log how to continue the run in ``run_dir`` when Ctrl-C interrupts the block."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        logger.warning("Interrupted; continue the run from its last checkpoint with: fmnist train --resume %s", run_dir)
+        raise
+
+
 def prepare_data_dir(data_dir: Path | None, *, offline: bool, show_progress: bool = False) -> Path:
-    """Resolve the data directory and make sure it holds the four files, downloading unless offline."""
-    from fmnist import download
+    """Resolve the data directory and make sure it holds the four files, downloading unless offline.
+
+    A directory that contains Kaggle's two CSV files instead of the four IDX files is
+    used as it is, without downloading.
+    """
+    from fmnist import csv_data, download
 
     resolved = download.resolve_data_dir(data_dir)
+    if csv_data.csv_files_to_use(resolved) is not None:
+        return resolved
     if offline:
         data.require_data_files(resolved)
         return resolved
@@ -64,8 +80,11 @@ def _validate_with_cache(path: Path) -> None:
     data.load_cached(path, spec_file.kind, spec_file.md5, data._cache_dir_for(path.parent))
 
 
-def new_run_dir(output_dir: Path | None) -> Path:
-    """Create the run directory: ``output_dir`` if given (it must be empty), else ``runs/<timestamp>``."""
+def choose_run_dir(output_dir: Path | None) -> Path:
+    """Return the run directory to create: ``output_dir`` if given (it must be empty), else ``runs/<timestamp>``.
+
+    Nothing is created yet, so that invalid input found later leaves no directory behind.
+    """
     if output_dir is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         output_dir = Path("runs") / stamp
@@ -79,7 +98,6 @@ def new_run_dir(output_dir: Path | None) -> Path:
             f"--output-dir {output_dir} already exists and is not empty; choose a new directory "
             f"or continue it with --resume {output_dir}"
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
     return output_dir
 
 
@@ -175,34 +193,101 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
-def train(config: TrainConfig, *, progress: bool = False) -> dict[str, Any]:
+def train(config: TrainConfig, *, progress: bool = False, tensorboard: bool = False) -> dict[str, Any]:
     """Run the main job and return a summary; the run directory holds everything it wrote.
 
     Raises TrainingError after writing the run directory when the loss became non-finite.
     """
+    from fmnist.train import check_batch_size
+
     started = time.perf_counter()
     config.validate()
+    if tensorboard:
+        tensorboard_log.require_tensorboard()
+    run_dir = choose_run_dir(config.output_dir)
     threads = set_threads(config.threads)
     data_dir = prepare_data_dir(config.data_dir, offline=config.offline, show_progress=progress)
-    config.data_dir = data_dir
-    run_dir = new_run_dir(config.output_dir)
+    # An absolute path, so that --resume finds the data from any working directory.
+    config.data_dir = data_dir.absolute()
+
+    # Options that need the data (the val split, the batch size) are checked before
+    # the run directory exists, so invalid input leaves nothing behind.
+    prepared = load_datasets(data_dir, config)
+    check_batch_size(config.batch_size, len(prepared.train_set))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
     config.output_dir = run_dir
-    with run_log(run_dir):
-        return _train_into(run_dir, data_dir, threads, config, progress, started)
+    checkpoint.write_run_config(run_dir, config, checkpoint.data_facts(prepared))
+    config_file.write_config_file(run_dir / config_file.CONFIG_TOML, config)
+    with run_log(run_dir), resume_hint(run_dir):
+        return _train_into(run_dir, prepared, threads, config, progress, started, tensorboard=tensorboard)
 
 
-def _train_into(run_dir: Path, data_dir: Path, threads: int, config: TrainConfig, progress: bool, started: float) -> dict[str, Any]:
+def resume(
+    run_dir: Path, given_settings: dict[str, Any], *, progress: bool = False, tensorboard: bool = False
+) -> dict[str, Any]:
+    """Continue the interrupted run in ``run_dir`` after its last completed epoch and return its summary.
+
+    The configuration comes from the run's ``config.json``. ``given_settings`` contains the
+    settings given on the command line, by TrainConfig field name: only the data directory,
+    ``offline`` and ``threads`` may differ from the stored ones (see
+    :func:`fmnist.checkpoint.resume_config`). A run killed before its first checkpoint
+    starts again at epoch 1. Raises ConfigError when the run is already complete.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"--resume {run_dir}: no such run directory; pass a directory written by 'fmnist train'")
+    stored = checkpoint.read_run_config(run_dir)
+    config = checkpoint.resume_config(stored.config, given_settings, run_dir)
+    config.validate()
+    if tensorboard:
+        tensorboard_log.require_tensorboard()
+    state = checkpoint.load_checkpoint(run_dir / CHECKPOINT_FILE)
+    if state is not None and state["complete"]:
+        trainer_state = state["trainer"]
+        raise ConfigError(
+            f"--resume {run_dir}: the run is already complete (stopped after epoch {trainer_state['epoch']}: "
+            f"{trainer_state['stop_reason']}); to train further, start a new run with --output-dir"
+        )
+
+    threads = set_threads(config.threads)
+    data_dir = prepare_data_dir(config.data_dir, offline=config.offline, show_progress=progress)
+    config.data_dir = data_dir.absolute()
+    prepared = load_datasets(data_dir, config)
+    checkpoint.check_same_data(stored.data, checkpoint.data_facts(prepared), run_dir, data_dir)
+
+    with run_log(run_dir), resume_hint(run_dir):
+        for path in checkpoint.remove_temporary_files(run_dir):
+            logger.info("Removed %s, a temporary file that the interrupted run left", path)
+        if state is None:
+            logger.info("Resuming %s: no epoch was completed, so training starts at epoch 1", run_dir)
+        else:
+            logger.info("Resuming %s after epoch %d from %s", run_dir, state["trainer"]["epoch"], CHECKPOINT_FILE)
+        return _train_into(
+            run_dir, prepared, threads, config, progress, started, state and state["trainer"], tensorboard=tensorboard
+        )
+
+
+def _train_into(
+    run_dir: Path,
+    prepared: PreparedData,
+    threads: int,
+    config: TrainConfig,
+    progress: bool,
+    started: float,
+    trainer_state: dict[str, Any] | None = None,
+    tensorboard: bool = False,
+) -> dict[str, Any]:
     import torch
 
     from fmnist import history as history_io
-    from fmnist import model_io, plots
+    from fmnist import misclassified, model_io, plots, report
     from fmnist.model import build_model
     from fmnist.train import Trainer, evaluate_model
 
-    logger.info("Run directory %s, data %s, %d threads", run_dir, data_dir, threads)
+    logger.info("Run directory %s, data %s, %d threads", run_dir, config.data_dir, threads)
     logger.info("Configuration: %s", config.to_dict())
-
-    prepared = load_datasets(data_dir, config)
     logger.info(
         "Splits: train %d, val %d, test %d; normalisation mean %.4f std %.4f",
         len(prepared.train_set), len(prepared.val_set), len(prepared.test_set), prepared.mean, prepared.std,
@@ -210,21 +295,36 @@ def _train_into(run_dir: Path, data_dir: Path, threads: int, config: TrainConfig
 
     torch.manual_seed(config.seed)
     model = build_model(config.dropout)
-    trainer = Trainer(model, config, prepared.train_set, prepared.val_set, progress=progress)
+    checkpoint_path = run_dir / CHECKPOINT_FILE
+
+    def save_checkpoint(trainer: Trainer) -> None:
+        checkpoint.save_checkpoint(checkpoint_path, trainer.state_dict())
+
+    on_epoch_end = tensorboard_log.epoch_callback(run_dir, then=save_checkpoint) if tensorboard else save_checkpoint
+    trainer = Trainer(model, config, prepared.train_set, prepared.val_set, progress=progress, on_epoch_end=on_epoch_end)
+    if trainer_state is not None:
+        restore_trainer(trainer, trainer_state, checkpoint_path)
     result = trainer.fit()
 
     test_summary = None
     if result.best_epoch:
-        evaluation = evaluate_model(result.model, prepared.test_set)
+        evaluation = evaluate_model(result.model, prepared.test_set, keep_probabilities=True)
         test_summary = metrics.summarize(evaluation.labels, evaluation.predictions, FASHION_MNIST.class_names)
         test_summary["loss"] = evaluation.loss
         artifacts.atomic_write_json(run_dir / METRICS_FILE, {"split": "test", **test_summary})
         plots.plot_confusion_matrix(test_summary["confusion_matrix"], FASHION_MNIST.class_names, run_dir / CONFUSION_PLOT)
-        model_io.save_model(run_dir, result.model, build_metadata(config, prepared, result, test_summary))
+        metadata = build_metadata(config, prepared, result, test_summary)
+        metadata["seconds"] = time.perf_counter() - started  # wall time from the start to the saved model
+        model_io.save_model(run_dir, result.model, metadata)
+        misclassified.save_misclassified(run_dir, evaluation, prepared.test_set)
 
     history_io.write_history(run_dir, result.history)
     plots.plot_history(result.history, run_dir / HISTORY_PLOT, result.best_epoch or None)
     seconds = time.perf_counter() - started
+    report.write_report_after_training(run_dir)
+    # Written last, because a complete checkpoint marks for --resume that every file above
+    # exists. Its model entry contains the restored best weights.
+    checkpoint.save_checkpoint(checkpoint_path, trainer.state_dict(), complete=True)
 
     if result.error is not None:
         raise result.error
@@ -242,6 +342,18 @@ def _train_into(run_dir: Path, data_dir: Path, threads: int, config: TrainConfig
         "test_macro_f1": test_summary["macro_f1"],
         "seconds": seconds,
     }
+
+
+def restore_trainer(trainer, trainer_state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's trainer state into ``trainer``, raising CheckpointError when it does not fit."""
+    try:
+        trainer.load_state_dict(trainer_state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path}: checkpoint does not fit the run's model and configuration ({first_line}); "
+            f"delete it to restart the run from epoch 1"
+        ) from None
 
 
 def evaluate(

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import metrics
+from fmnist import augment, metrics
 from fmnist.config import TrainConfig
 from fmnist.errors import ConfigError, TrainingError
 from fmnist.history import EpochRecord
@@ -126,6 +126,15 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def check_batch_size(batch_size: int, train_size: int) -> None:
+    """Raise ConfigError when ``batch_size`` is larger than the train split, because no batch could be full."""
+    if batch_size > train_size:
+        raise ConfigError(
+            f"--batch-size {batch_size} is larger than the train split ({train_size} samples); "
+            f"use a batch size of at most {train_size}"
+        )
+
+
 class Trainer:
     """Train the model on a train dataset with early stopping on a val dataset."""
 
@@ -139,11 +148,7 @@ class Trainer:
         progress: bool = False,
         on_epoch_end=None,
     ) -> None:
-        if config.batch_size > len(train_set):
-            raise ConfigError(
-                f"--batch-size {config.batch_size} is larger than the train split ({len(train_set)} samples); "
-                f"use a batch size of at most {len(train_set)}"
-            )
+        check_batch_size(config.batch_size, len(train_set))
         self.model = model
         self.config = config
         self.train_set = train_set
@@ -154,6 +159,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.loader = make_loader(train_set, config.batch_size, shuffle=True, generator=self.generator)
         self.steps_per_epoch = len(self.loader)
+        # Pixels that augmentation moves into the image are black, in normalised units.
+        self.augment_fill = -train_set.mean / train_set.std
         self.optimizer = torch.optim.Adam(
             model.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
         )
@@ -163,12 +170,15 @@ class Trainer:
             end_factor=config.lr_end_factor,
             total_iters=config.epochs * self.steps_per_epoch,
         )
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.stopping = EarlyStopping(config.patience, config.min_delta)
         self.history: list[EpochRecord] = []
         self.best_state = copy.deepcopy(model.state_dict())
         self.step = 0
         self.epoch = 0
+        # Set at the end of the last epoch, so that a checkpoint records that training stopped.
+        self.stop_reason: str | None = None
+        self.error_message: str | None = None
 
     def train_epoch(self) -> float:
         """Run one epoch of optimizer steps and return the mean train loss."""
@@ -181,6 +191,9 @@ class Trainer:
 
             batches = tqdm(batches, desc=f"epoch {self.epoch}", unit="batch", leave=False)
         for images, labels in batches:
+            if self.config.augment_shift:
+                # The loader's generator draws the shifts too, so a checkpoint's loader_rng covers them.
+                images = augment.random_shift(images, self.config.augment_shift, self.augment_fill, self.generator)
             logits = self.model(images)
             loss = self.loss_fn(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
@@ -193,10 +206,12 @@ class Trainer:
         return float(total_loss) / samples
 
     def fit(self) -> TrainResult:
-        """Train until patience runs out or the epochs end, then restore the best weights."""
-        stop_reason = f"reached the maximum of {self.config.epochs} epochs"
-        error = None
-        while self.epoch < self.config.epochs:
+        """Train until patience runs out or the epochs end, then restore the best weights.
+
+        A trainer restored with :meth:`load_state_dict` continues after its last completed
+        epoch. When the restored state records that training had stopped, no epoch runs.
+        """
+        while self.stop_reason is None:
             self.epoch += 1
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -215,37 +230,48 @@ class Trainer:
             )
             self.history.append(record)
 
+            improved = False
             if not (math.isfinite(train_loss) and math.isfinite(evaluation.loss)):
-                error = TrainingError(
-                    f"loss is not finite in epoch {self.epoch} (train_loss {train_loss}, val_loss {evaluation.loss}); "
-                    f"kept the weights of epoch {self.stopping.best_epoch or 'none'}; lower --lr and train again"
-                )
-                stop_reason = "loss is not finite"
-                self._log_epoch(record, improved=False)
-                if self.on_epoch_end:
-                    self.on_epoch_end(self)
-                break
+                self.stop_reason = "loss is not finite"
+                self.error_message = self._non_finite_message(train_loss, evaluation.loss)
+            else:
+                decision = self.stopping.update(self.epoch, evaluation.loss)
+                improved = decision.improved
+                if decision.improved:
+                    self.best_state = copy.deepcopy(self.model.state_dict())
+                if decision.stop:
+                    self.stop_reason = f"early stopping: {decision.reason}"
+                elif self.epoch >= self.config.epochs:
+                    self.stop_reason = f"reached the maximum of {self.config.epochs} epochs"
 
-            decision = self.stopping.update(self.epoch, evaluation.loss)
-            if decision.improved:
-                self.best_state = copy.deepcopy(self.model.state_dict())
-            self._log_epoch(record, decision.improved)
+            self._log_epoch(record, improved)
             if self.on_epoch_end:
                 self.on_epoch_end(self)
-            if decision.stop:
-                stop_reason = f"early stopping: {decision.reason}"
-                break
 
         self.model.load_state_dict(self.best_state)
         self.model.eval()
-        logger.info("Stopped after epoch %d: %s. Restored the weights of epoch %d.", self.epoch, stop_reason, self.stopping.best_epoch)
+        if self.stopping.best_epoch:
+            restored = f"Restored the weights of epoch {self.stopping.best_epoch}."
+        else:
+            restored = "No epoch had a finite loss, so there are no weights to restore."
+        logger.info("Stopped after epoch %d: %s. %s", self.epoch, self.stop_reason, restored)
         return TrainResult(
             model=self.model,
             history=self.history,
             best_epoch=self.stopping.best_epoch,
             best_val_loss=self.stopping.best_loss,
-            stop_reason=stop_reason,
-            error=error,
+            stop_reason=self.stop_reason,
+            error=TrainingError(self.error_message) if self.error_message else None,
+        )
+
+    def _non_finite_message(self, train_loss: float, val_loss: float) -> str:
+        if self.stopping.best_epoch:
+            kept = f"kept the weights of epoch {self.stopping.best_epoch}"
+        else:
+            kept = "no epoch had a finite loss, so no weights were kept"
+        return (
+            f"loss is not finite in epoch {self.epoch} (train_loss {train_loss}, val_loss {val_loss}); "
+            f"{kept}; lower --lr and train again"
         )
 
     def _log_epoch(self, record: EpochRecord, improved: bool) -> None:
@@ -276,6 +302,8 @@ class Trainer:
             "history": [record.__dict__.copy() for record in self.history],
             "torch_rng": torch.get_rng_state(),
             "loader_rng": self.generator.get_state(),
+            "stop_reason": self.stop_reason,
+            "error_message": self.error_message,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -289,3 +317,5 @@ class Trainer:
         self.history = [EpochRecord(**record) for record in state["history"]]
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["loader_rng"])
+        self.stop_reason = state["stop_reason"]
+        self.error_message = state["error_message"]
