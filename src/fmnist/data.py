@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist import idx
+from fmnist.artifacts import atomic_path
 from fmnist.download import md5_of
 from fmnist.datasets import FASHION_MNIST, DataFile, DatasetSpec
 from fmnist.errors import DataFormatError, DataNotFoundError, InvalidInputError
@@ -127,16 +128,8 @@ def _open_cache(path: Path, kind: str, expected_shape: tuple[int, ...]) -> np.nd
 
 def _write_cache(path: Path, array: np.ndarray) -> None:
     """Write ``array`` as a ``.npy`` file through a temporary name and an atomic rename."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.save(file, np.ascontiguousarray(array))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        np.save(file, np.ascontiguousarray(array))
 
 
 @dataclass(frozen=True)
@@ -175,11 +168,21 @@ class SplitArrays:
 
     images: np.ndarray
     labels: np.ndarray
-    sources: tuple[SourceFile, SourceFile]
+    # The images and labels IDX files, or the one CSV file that contains both.
+    sources: tuple[SourceFile, ...]
 
 
 def load_split(data_dir: Path, split: str, spec: DatasetSpec = FASHION_MNIST) -> SplitArrays:
-    """Validate and memory-map the images and labels of ``split`` ("train" or "test")."""
+    """Validate and memory-map the images and labels of ``split`` ("train" or "test").
+
+    The split is read from Kaggle's CSV file when the directory contains both CSV files
+    and not all four IDX files (see fmnist.csv_data).
+    """
+    from fmnist import csv_data  # csv_data imports this module
+
+    csv_paths = csv_data.csv_files_to_use(data_dir, spec)
+    if csv_paths is not None:
+        return csv_data.load_csv_split(csv_paths[split], _cache_dir_for(data_dir))
     paths = require_data_files(data_dir, spec)
     cache_dir = _cache_dir_for(data_dir)
     images_file = spec.file(split, "images")
