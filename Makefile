@@ -22,5 +22,11 @@ train: venv
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The benchmark of docs/benchmarks.md, on the real data: $FMNIST_DATA_DIR, else ../shared/data/fashion-mnist.
+BENCH_DATA_DIR ?= $(or $(FMNIST_DATA_DIR),../shared/data/fashion-mnist)
+
+bench: venv
+	$(BIN)/python benchmarks/bench.py --data-dir "$(BENCH_DATA_DIR)" --full-baseline $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

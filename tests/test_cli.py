@@ -154,3 +154,36 @@ def test_module_entry_point_version():
                                env={"PYTHONPATH": str(Path(__file__).parents[1] / "src")})
     assert completed.returncode == 0
     assert completed.stdout.startswith("fmnist ")
+
+
+def test_train_without_preset_uses_defaults(trained):
+    from fmnist.config import TrainConfig
+
+    _, run_dir = trained
+    config = json.loads((run_dir / "model.json").read_text())["config"]
+    defaults = TrainConfig().to_dict()
+    assert config["preset"] is None
+    for field in ("lr", "dropout", "patience", "lr_end_factor", "label_smoothing", "augment_shift"):
+        assert config[field] == defaults[field], field
+
+
+def test_train_preset_with_explicit_override(tmp_path, data_dir, capsys):
+    from fmnist.config import PRESETS
+
+    run_dir = tmp_path / "r"
+    code = main(["train", "--data-dir", str(data_dir), "--offline", "--output-dir", str(run_dir), "--preset", "best",
+                 "--epochs", "1", "--batch-size", "32", "--quiet", "--json"])
+    assert code == 0
+    config = json.loads((run_dir / "model.json").read_text())["config"]
+    assert config["preset"] == "best"
+    assert config["epochs"] == 1
+    assert config["batch_size"] == 32
+    for field in ("lr", "dropout", "patience", "lr_end_factor", "label_smoothing", "augment_shift"):
+        assert config[field] == PRESETS["best"][field], field
+
+
+def test_unknown_preset_exit_2(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "--preset", "fastest"])
+    assert raised.value.code == 2
+    assert "argument --preset: invalid choice: 'fastest'" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 import pytest
 
-from fmnist.config import TrainConfig
+from fmnist.config import PRESET_FIELDS, PRESETS, TrainConfig
 from fmnist.errors import ConfigError
 
 
@@ -46,3 +46,52 @@ def test_to_dict_is_json_ready(tmp_path):
     values = TrainConfig(data_dir=tmp_path).to_dict()
     assert values["data_dir"] == str(tmp_path)
     assert values["betas"] == [0.9, 0.999]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"label_smoothing": 1.0}, "--label-smoothing must be in [0, 1), got 1.0"),
+        ({"label_smoothing": -0.1}, "--label-smoothing must be in [0, 1), got -0.1"),
+        ({"augment_shift": -1}, "--augment-shift must be between 0 and 8 pixels, got -1"),
+        ({"augment_shift": 9}, "--augment-shift must be between 0 and 8 pixels, got 9"),
+        ({"preset": "fastest"}, "--preset must be one of best, got 'fastest'"),
+    ],
+)
+def test_invalid_recipe_option_message(changes, message):
+    with pytest.raises(ConfigError) as raised:
+        TrainConfig(**changes).validate()
+    assert str(raised.value) == f"invalid options: {message}"
+
+
+def test_presets_are_valid_recipes():
+    for name, values in PRESETS.items():
+        assert set(values) <= set(PRESET_FIELDS), name
+        TrainConfig.from_preset(name).validate()
+
+
+def test_from_preset_applies_preset_values():
+    config = TrainConfig.from_preset("best")
+    for field, value in PRESETS["best"].items():
+        assert getattr(config, field) == value, field
+    assert config.preset == "best"
+    assert config.to_dict()["preset"] == "best"
+
+
+def test_explicit_settings_override_preset():
+    config = TrainConfig.from_preset("best", epochs=3, dropout=0.0, seed=7)
+    assert config.epochs == 3
+    assert config.dropout == 0.0
+    assert config.seed == 7
+    assert config.lr == PRESETS["best"]["lr"]
+
+
+def test_unset_settings_keep_preset_or_default():
+    config = TrainConfig.from_preset("best", epochs=None, threads=None, min_delta=None)
+    assert config.epochs == PRESETS["best"]["epochs"]
+    assert config.threads is None
+    assert config.min_delta == TrainConfig().min_delta
+
+
+def test_no_preset_gives_defaults():
+    assert TrainConfig.from_preset(None, lr=None) == TrainConfig()

@@ -8,14 +8,16 @@ Exit codes: 0 success, 2 invalid usage or invalid input, 1 any other failure,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from fmnist import __version__
-from fmnist.config import TrainConfig
-from fmnist.errors import FmnistError
+from fmnist.config import MAX_AUGMENT_SHIFT, PRESET_FIELDS, PRESETS, TrainConfig
+from fmnist.errors import ConfigError, FmnistError
 
 logger = logging.getLogger("fmnist")
 
@@ -29,16 +31,18 @@ def _add_data_options(parser: argparse.ArgumentParser, offline: bool = True) -> 
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="directory holding the four IDX files (default: $FMNIST_DATA_DIR, else $XDG_CACHE_HOME/fmnist "
-        "or ~/.cache/fmnist)",
+        metavar="DIR",
+        help="directory holding the four IDX files, or Kaggle's fashion-mnist_train.csv and fashion-mnist_test.csv "
+        "(default: $FMNIST_DATA_DIR, else $XDG_CACHE_HOME/fmnist or ~/.cache/fmnist)",
     )
     if offline:
         parser.add_argument("--offline", action="store_true", help="never download; fail if a data file is missing")
 
 
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors, and no progress bars")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="show debug messages too")
     parser.add_argument("--debug", action="store_true", help="show the traceback of errors")
 
 
@@ -54,13 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="fetch and verify the dataset files")
     _add_data_options(download, offline=False)
     download.add_argument("--verify", action="store_true", help="re-check every file in the data directory and exit")
-    download.add_argument("--timeout", type=float, default=30.0, help="socket timeout in seconds (default: 30)")
-    download.add_argument("--retries", type=int, default=2, help="retries per mirror after a timeout (default: 2)")
+    download.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="socket timeout in seconds (default: 30)")
+    download.add_argument("--retries", type=int, default=2, metavar="N", help="retries per mirror after a timeout or a cut connection (default: 2)")
     _add_common_options(download)
 
     train = commands.add_parser("train", help="train a model and write a run directory")
     _add_data_options(train)
-    train.add_argument("--output-dir", type=Path, help="run directory to create (default: runs/<timestamp>)")
+    train.add_argument("--output-dir", type=Path, metavar="DIR", help="run directory to create; it must be new or empty (default: runs/<timestamp>)")
+    train.add_argument("--config", type=Path, metavar="FILE", help="read settings from a TOML file whose keys are the option names (batch_size or batch-size); options given here override it; RUN_DIR/config.toml repeats a run (default: none)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR after its last completed epoch, with the configuration stored in RUN_DIR/config.json")
     train.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the split, initialisation and shuffling (default: {defaults.seed})")
     train.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help=f"fraction of the training set held out as val, stratified (default: {defaults.val_fraction})")
     train.add_argument("--epochs", type=int, default=defaults.epochs, help=f"maximum number of epochs (default: {defaults.epochs})")
@@ -73,21 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-end-factor", type=float, default=defaults.lr_end_factor, help=f"LinearLR factor of --lr after the last step of --epochs, in (0, 1] (default: {defaults.lr_end_factor})")
     train.add_argument("--patience", type=int, default=defaults.patience, help=f"epochs without val-loss improvement before stopping (default: {defaults.patience})")
     train.add_argument("--min-delta", type=float, default=defaults.min_delta, help=f"smallest val-loss decrease that counts as improvement (default: {defaults.min_delta})")
-    train.add_argument("--threads", type=int, help="CPU threads for torch (default: every CPU available to the process)")
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help=f"cross-entropy label smoothing of the train loss, in [0, 1) (default: {defaults.label_smoothing})")
+    train.add_argument("--augment-shift", type=int, default=defaults.augment_shift, metavar="PIXELS", help=f"move each training image by a random offset of up to PIXELS pixels per axis, 0 to {MAX_AUGMENT_SHIFT}; 0 turns it off (default: {defaults.augment_shift})")
+    train.add_argument("--preset", choices=sorted(PRESETS), help=f"start from a named recipe instead of the defaults above; options given explicitly override it. {_describe_presets()}")
+    train.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: every CPU available to the process)")
+    train.add_argument("--tensorboard", action="store_true", help="write train and val loss, val accuracy, val macro-F1 and the learning rate of every epoch to RUN_DIR/tensorboard; needs pip install 'fmnist[tensorboard]' (default: off)")
     train.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+    # Recipe options left off the command line stay None, so that TrainConfig.from_preset
+    # can fill them from --preset and then from the defaults shown in the help.
+    train.set_defaults(**dict.fromkeys(PRESET_FIELDS, None))
+    # The seed and the val fraction stay None too, so that --resume can tell the settings
+    # given on the command line from the defaults.
+    train.set_defaults(seed=None, val_fraction=None)
     _add_common_options(train)
 
     evaluate = commands.add_parser("evaluate", help="report test metrics of a trained model")
     evaluate.add_argument("model", type=Path, metavar="MODEL", help="run directory written by 'fmnist train'")
     _add_data_options(evaluate)
-    evaluate.add_argument("--plot", type=Path, help="confusion matrix PNG to write (default: MODEL/confusion_matrix.png)")
+    evaluate.add_argument("--plot", type=Path, metavar="FILE", help="confusion matrix PNG to write (default: MODEL/confusion_matrix.png)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
     _add_common_options(evaluate)
 
     predict = commands.add_parser("predict", help="classify image files (PNG, JPEG, ...)")
     predict.add_argument("model", type=Path, metavar="MODEL", help="run directory written by 'fmnist train'")
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files to classify")
-    predict.add_argument("--top-k", type=int, default=3, help="number of most probable classes to show (default: 3)")
+    predict.add_argument("--top-k", type=int, default=3, metavar="K", help="number of most probable classes to show, 1-10 (default: 3)")
     predict.add_argument(
         "--invert",
         choices=("auto", "always", "never"),
@@ -96,7 +112,76 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per file, on stdout")
     _add_common_options(predict)
+
+    report = commands.add_parser("report", help="build report.html, the self-contained HTML page of a run")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory written by 'fmnist train'")
+    report.add_argument("--output", type=Path, metavar="FILE", help="HTML file to write (default: RUN_DIR/report.html)")
+    report.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="when RUN_DIR has no misclassified.npz, evaluate the model on this data directory's test split to find "
+        "its mistakes (default: none; the report then shows no misclassified images)",
+    )
+    report.add_argument("--offline", action="store_true", help="with --data-dir: never download; fail if a data file is missing")
+    _add_common_options(report)
+
+    runs = commands.add_parser("runs", help="list the run directories under a directory as a table")
+    runs.add_argument("root", type=Path, nargs="?", default=Path("runs"), metavar="DIR", help="directory that contains the run directories (default: runs)")
+    runs.add_argument("--json", action="store_true", help="print a JSON list, one object per run, on stdout")
+    _add_common_options(runs)
+
+    compare = commands.add_parser("compare", help="plot the learning curves of runs on shared axes and print their metrics side by side")
+    compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories written by 'fmnist train'")
+    compare.add_argument("--output", type=Path, default=Path("compare.png"), metavar="FILE", help="PNG file for the learning curves (default: compare.png in the current directory)")
+    compare.add_argument("--json", action="store_true", help="print the runs' summaries and the PNG path as one JSON object on stdout")
+    _add_common_options(compare)
+
+    _add_export_command(commands)
+    _add_completion_command(commands)
+    # Each command's --help starts with the summary that 'fmnist --help' lists.
+    for choice in commands._choices_actions:
+        commands.choices[choice.dest].description = choice.help
     return parser
+
+
+def _add_export_command(commands) -> None:
+    from fmnist.export import DEFAULT_FILE_NAMES, FORMATS
+
+    export = commands.add_parser("export", help="write a trained model as ONNX or TorchScript for deployment")
+    export.add_argument("model", type=Path, metavar="MODEL", help="run directory written by 'fmnist train'")
+    export.add_argument(
+        "--format",
+        choices=FORMATS,
+        required=True,
+        help="onnx: for ONNX Runtime and other ONNX runtimes, needs pip install 'fmnist[onnx]'; "
+        "torchscript: for torch.jit.load in Python or C++ (required)",
+    )
+    export.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help=f"file to write (default: MODEL/{DEFAULT_FILE_NAMES['onnx']} or MODEL/{DEFAULT_FILE_NAMES['torchscript']})",
+    )
+    _add_common_options(export)
+
+
+def _add_completion_command(commands) -> None:
+    from fmnist.completion import SHELLS
+
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script; load it with: source <(fmnist completion bash)"
+    )
+    completion.add_argument("shell", choices=SHELLS, help="the shell to complete in")
+    _add_common_options(completion)
+
+
+def _describe_presets() -> str:
+    recipes = []
+    for name, values in sorted(PRESETS.items()):
+        settings = ", ".join(f"--{field.replace('_', '-')} {value}" for field, value in values.items())
+        recipes.append(f"{name}: {settings}")
+    return "; ".join(recipes)
 
 
 def configure_logging(quiet: bool, verbose: bool) -> None:
@@ -140,9 +225,14 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from fmnist import pipeline
+    from fmnist import config_file, pipeline
 
-    config = TrainConfig(
+    if args.resume is not None:
+        if args.config is not None:
+            raise ConfigError("--config cannot be combined with --resume, which reads the configuration stored in the run directory; drop --config")
+        return run_resume(args)
+    config = TrainConfig.from_preset(
+        args.preset,
         data_dir=args.data_dir,
         output_dir=args.output_dir,
         offline=args.offline,
@@ -151,19 +241,49 @@ def run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        betas=tuple(args.betas),
+        betas=tuple(args.betas) if args.betas is not None else None,
         weight_decay=args.weight_decay,
         dropout=args.dropout,
         lr_start_factor=args.lr_start_factor,
         lr_end_factor=args.lr_end_factor,
         patience=args.patience,
         min_delta=args.min_delta,
+        label_smoothing=args.label_smoothing,
+        augment_shift=args.augment_shift,
         threads=args.threads,
     )
-    summary = pipeline.train(config, progress=show_progress(args))
+    if args.config is not None:
+        config = config_file.config_from_file(args.config, args.preset, given_train_settings(args))
+    summary = pipeline.train(config, progress=show_progress(args), tensorboard=args.tensorboard)
     if args.json:
         print(json.dumps(summary))
     return EXIT_OK
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from fmnist import pipeline
+
+    summary = pipeline.resume(
+        args.resume, given_train_settings(args), progress=show_progress(args), tensorboard=args.tensorboard
+    )
+    if args.json:
+        print(json.dumps(summary))
+    return EXIT_OK
+
+
+def given_train_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the TrainConfig settings given on the command line of 'train', by field name.
+
+    Options left off the command line are None in ``args`` (see build_parser), except
+    --offline, which is False.
+    """
+    given = {}
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(args, field.name, None)
+        if value is None or (field.name == "offline" and not value):
+            continue
+        given[field.name] = tuple(value) if field.name == "betas" else value
+    return given
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -221,7 +341,64 @@ def run_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"download": run_download, "train": run_train, "evaluate": run_evaluate, "predict": run_predict}
+def run_report(args: argparse.Namespace) -> int:
+    from fmnist import misclassified, report
+
+    saved = args.run_dir / misclassified.MISCLASSIFIED_FILE
+    if args.data_dir is not None and saved.exists():
+        logger.info("Keeping %s; delete it to evaluate the model on --data-dir again", saved)
+    elif args.data_dir is not None:
+        misclassified.compute_misclassified(args.run_dir, args.data_dir, offline=args.offline, show_progress=show_progress(args))
+    report.write_report(args.run_dir, args.output)
+    return EXIT_OK
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from fmnist.runs import format_runs_table, list_runs
+
+    rows = list_runs(args.root)
+    if args.json:
+        print(json.dumps(rows))
+    elif rows:
+        print(format_runs_table(rows))
+    else:
+        print(f"No run directories in {args.root}")
+    return EXIT_OK
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from fmnist.compare import compare_runs, format_comparison
+
+    result = compare_runs(args.run_dirs, args.output)
+    print(json.dumps(result) if args.json else format_comparison(result))
+    return EXIT_OK
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from fmnist.export import export_model
+
+    print(export_model(args.model, args.format, args.output))
+    return EXIT_OK
+
+
+def run_completion(args: argparse.Namespace) -> int:
+    from fmnist.completion import bash_script
+
+    print(bash_script(build_parser()), end="")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "download": run_download,
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "predict": run_predict,
+    "report": run_report,
+    "runs": run_runs,
+    "compare": run_compare,
+    "export": run_export,
+    "completion": run_completion,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
