@@ -41,3 +41,15 @@ def reset_package_logger():
     package_logger.handlers.clear()
     package_logger.setLevel(logging.NOTSET)
     package_logger.propagate = True
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked gpu when no CUDA device is present."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

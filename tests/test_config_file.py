@@ -18,7 +18,7 @@ from fmnist.errors import ConfigError
 
 VALID_KEYS = (
     "data_dir, output_dir, offline, seed, val_fraction, epochs, batch_size, lr, betas, weight_decay, dropout, "
-    "lr_start_factor, lr_end_factor, patience, min_delta, label_smoothing, augment_shift, threads, preset"
+    "lr_start_factor, lr_end_factor, patience, min_delta, label_smoothing, augment_shift, threads, device, precision, preset"
 )
 
 

@@ -59,3 +59,117 @@ def test_single_process_group_without_torchrun(monkeypatch):
     assert group == distributed.ProcessGroup()
     assert group.is_main
     assert not group.is_distributed
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    """Two gloo processes on 127.0.0.1 train through the entry point users call."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fmnist import model_io
+    from synthetic import make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", train_count=400, test_count=100)
+    run_dir = tmp_path / "run"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH")])),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+    completed = subprocess.run(
+        [*launcher, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+         "-m", "fmnist", "train", "--data-dir", str(data_dir), "--offline", "--output-dir", str(run_dir),
+         "--epochs", "2", "--batch-size", "32", "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    # Only rank 0 logs progress and writes the run directory.
+    assert completed.stderr.count("Run directory ") == 1
+    assert (run_dir / "model.safetensors").exists()
+    assert (run_dir / "report.html").exists()
+    metadata = json.loads((run_dir / "model.json").read_text())
+    assert metadata["distributed"] == {
+        "world_size": 2,
+        "backend": "gloo",
+        "shard_sizes": [180, 180],
+        "samples_covered": 360,
+        "repeated": 0,
+    }
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [record["step"] for record in history] == [12, 24]  # 180 samples per process, 16 per step
+
+    model, _ = model_io.load_model(run_dir)
+    assert not any(key.startswith("module.") for key in model.state_dict())
+
+
+def test_sharded_batches_cover_the_shard():
+    import numpy as np
+
+    from fmnist.loading import FashionMNISTDataset
+    from fmnist.train import ShardedBatches
+
+    labels = np.resize(np.arange(10, dtype=np.uint8), 50)
+    images = np.arange(50 * 784, dtype=np.int64).reshape(50, 28, 28).astype(np.uint8)
+    dataset = FashionMNISTDataset(images, labels, mean=0.0, std=1.0)
+    group = distributed.ProcessGroup(rank=1, world_size=2)
+    batches = ShardedBatches(dataset, batch_size=8, seed=0, group=group, device=torch.device("cpu"))
+    batches.set_epoch(3)
+    seen = torch.cat([batch_labels for _, batch_labels in batches])
+    expected = distributed.shard_indices(50, seed=0, epoch=3, rank=1, world_size=2)
+    assert len(batches) == 4
+    assert torch.equal(seen, torch.from_numpy(labels.astype(np.int64))[expected])
+
+
+def test_bf16_precision_trains_on_cpu():
+    from fmnist.config import TrainConfig
+    from fmnist.model import build_model
+    from fmnist.train import Trainer
+    from test_train import datasets
+
+    train, val = datasets()
+    config = TrainConfig(epochs=2, batch_size=32, precision="bf16")
+    result = Trainer(build_model(), config, train, val).fit()
+    assert all(record.val_accuracy > 0.5 for record in result.history[1:])
+    assert result.model[1].weight.dtype == torch.float32
+
+
+@pytest.mark.gpu
+def test_gpu_run_keeps_data_on_device_and_loads_on_cpu(tmp_path, data_dir, capsys):
+    import json
+
+    from fmnist import model_io
+    from fmnist.cli import main
+    from fmnist.loading import FashionMNISTDataset
+    from fmnist.train import ShardedBatches
+
+    images = torch.zeros(10, 28, 28, dtype=torch.uint8).numpy()
+    batches = ShardedBatches(
+        FashionMNISTDataset(images, torch.arange(10).numpy(), mean=0.0, std=1.0),
+        batch_size=5, seed=0, group=distributed.ProcessGroup(), device=torch.device("cuda"),
+    )
+    assert batches.on_device
+    assert batches.images.device.type == "cuda"
+
+    run_dir = tmp_path / "run"
+    code = main(["train", "--data-dir", str(data_dir), "--offline", "--output-dir", str(run_dir),
+                 "--epochs", "2", "--batch-size", "32", "--device", "cuda", "--precision", "bf16", "--json", "--quiet"])
+    assert code == 0
+    assert json.loads((run_dir / "model.json").read_text())["device"].startswith("cuda")
+    model, _ = model_io.load_model(run_dir)
+    assert next(model.parameters()).device.type == "cpu"
+    assert main(["evaluate", str(run_dir), "--data-dir", str(data_dir), "--offline", "--json", "--quiet"]) == 0

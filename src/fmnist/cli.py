@@ -11,12 +11,13 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from fmnist import __version__
-from fmnist.config import MAX_AUGMENT_SHIFT, PRESET_FIELDS, PRESETS, TrainConfig
+from fmnist.config import MAX_AUGMENT_SHIFT, PRECISIONS, PRESET_FIELDS, PRESETS, TrainConfig
 from fmnist.errors import ConfigError, FmnistError
 
 logger = logging.getLogger("fmnist")
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment-shift", type=int, default=defaults.augment_shift, metavar="PIXELS", help=f"move each training image by a random offset of up to PIXELS pixels per axis, 0 to {MAX_AUGMENT_SHIFT}; 0 turns it off (default: {defaults.augment_shift})")
     train.add_argument("--preset", choices=sorted(PRESETS), help=f"start from a named recipe instead of the defaults above; options given explicitly override it. {_describe_presets()}")
     train.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: every CPU available to the process)")
+    train.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps; auto picks CUDA, then MPS, then the CPU (default: auto)")
+    train.add_argument("--precision", choices=PRECISIONS, help="bf16 runs the forward pass and the loss under torch.autocast with bfloat16 (default: fp32)")
     train.add_argument("--tensorboard", action="store_true", help="write train and val loss, val accuracy, val macro-F1 and the learning rate of every epoch to RUN_DIR/tensorboard; needs pip install 'fmnist[tensorboard]' (default: off)")
     train.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
     # Recipe options left off the command line stay None, so that TrainConfig.from_preset
@@ -188,7 +191,13 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     """Send the library's log records to stderr at the level the options ask for."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    if quiet or os.environ.get("RANK", "0") != "0":
+        # Under torchrun only rank 0 reports progress; the other processes show warnings and errors.
+        handler.setLevel(logging.WARNING)
+    elif verbose:
+        handler.setLevel(logging.DEBUG)
+    else:
+        handler.setLevel(logging.INFO)
     logger.handlers[:] = [handler]
     # The logger passes INFO on, so that the run directory's train.log is complete
     # even with --quiet; the terminal handler filters by the options.
@@ -251,6 +260,8 @@ def run_train(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing,
         augment_shift=args.augment_shift,
         threads=args.threads,
+        device=args.device,
+        precision=args.precision,
     )
     if args.config is not None:
         config = config_file.config_from_file(args.config, args.preset, given_train_settings(args))

@@ -11,6 +11,7 @@ from typing import Any
 from fmnist.errors import ConfigError
 
 MAX_AUGMENT_SHIFT = 8
+PRECISIONS = ("fp32", "bf16")
 
 # The TrainConfig fields that a preset may set: the recipe, but not the data, the seed or the paths.
 PRESET_FIELDS = (
@@ -73,6 +74,10 @@ class TrainConfig:
     # Random shift of each training image by up to this many pixels per axis (0: off).
     augment_shift: int = 0
     threads: int | None = None
+    # Where training runs: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps.
+    device: str = "auto"
+    # fp32, or bf16 for torch.autocast with bfloat16 in the forward pass and the loss.
+    precision: str = "fp32"
     # The name of the preset in PRESETS whose values this configuration started from.
     preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +130,8 @@ class TrainConfig:
             yield f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"
         if not 0 <= self.augment_shift <= MAX_AUGMENT_SHIFT:
             yield f"--augment-shift must be between 0 and {MAX_AUGMENT_SHIFT} pixels, got {self.augment_shift}"
+        if self.precision not in PRECISIONS:
+            yield f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
         if self.preset is not None and self.preset not in PRESETS:
             yield f"--preset must be one of {', '.join(sorted(PRESETS))}, got {self.preset!r}"
 

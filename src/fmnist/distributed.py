@@ -160,3 +160,32 @@ def broadcast_from_main(values: list[float], group: ProcessGroup, device: torch.
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.broadcast(tensor, src=0)
     return tensor.tolist()
+
+
+def all_succeeded(succeeded: bool, group: ProcessGroup, device: torch.device) -> bool:
+    """Return whether every process succeeded, so that no process waits for one that has failed."""
+    if not group.is_distributed:
+        return succeeded
+    failures = torch.tensor([0.0 if succeeded else 1.0], device=device)
+    dist.all_reduce(failures, op=dist.ReduceOp.SUM)
+    return failures.item() == 0
+
+
+def describe_shards(shard: torch.Tensor, group: ProcessGroup, device: torch.device) -> dict:
+    """Gather the shard that each process trains on and return the facts rank 0 records.
+
+    ``repeated`` counts the positions that appear in more than one shard: the padding
+    that evens out the shards when the train split does not divide by the processes.
+    """
+    local = shard.to(device)
+    parts = [torch.empty_like(local) for _ in range(group.world_size)]
+    dist.all_gather(parts, local)
+    seen = torch.cat(parts).cpu()
+    covered = len(torch.unique(seen))
+    return {
+        "world_size": group.world_size,
+        "backend": group.backend,
+        "shard_sizes": [len(part) for part in parts],
+        "samples_covered": covered,
+        "repeated": len(seen) - covered,
+    }

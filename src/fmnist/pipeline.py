@@ -15,7 +15,7 @@ from typing import Any
 from fmnist import artifacts, checkpoint, config_file, data, metrics, tensorboard_log
 from fmnist.config import TrainConfig
 from fmnist.datasets import FASHION_MNIST
-from fmnist.errors import CheckpointError, ConfigError
+from fmnist.errors import CheckpointError, ConfigError, FmnistError, TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,8 @@ def set_threads(threads: int | None) -> int:
 
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        # torchrun starts LOCAL_WORLD_SIZE processes on this machine, which share its CPUs.
+        threads = max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads)
     return threads
 
@@ -198,29 +200,77 @@ def train(config: TrainConfig, *, progress: bool = False, tensorboard: bool = Fa
 
     Raises TrainingError after writing the run directory when the loss became non-finite.
     """
+    from fmnist import distributed
     from fmnist.train import check_batch_size
 
     started = time.perf_counter()
     config.validate()
-    if tensorboard:
-        tensorboard_log.require_tensorboard()
-    run_dir = choose_run_dir(config.output_dir)
-    threads = set_threads(config.threads)
-    data_dir = prepare_data_dir(config.data_dir, offline=config.offline, show_progress=progress)
-    # An absolute path, so that --resume finds the data from any working directory.
-    config.data_dir = data_dir.absolute()
+    device = distributed.resolve_device(config.device)
+    group = distributed.init_process_group(device)
+    device = distributed.device_for(group, device)
+    try:
+        # Every process checks the options and the data; none starts training unless all
+        # passed, because the others would wait for it forever.
+        failure = None
+        try:
+            if tensorboard:
+                tensorboard_log.require_tensorboard()
+            run_dir = choose_run_dir(config.output_dir) if group.is_main else None
+            threads = set_threads(config.threads)
+            data_dir = prepare_data_dir(config.data_dir, offline=config.offline, show_progress=progress)
+            # An absolute path, so that --resume finds the data from any working directory.
+            config.data_dir = data_dir.absolute()
 
-    # Options that need the data (the val split, the batch size) are checked before
-    # the run directory exists, so invalid input leaves nothing behind.
-    prepared = load_datasets(data_dir, config)
-    check_batch_size(config.batch_size, len(prepared.train_set))
+            # Options that need the data (the val split, the batch size) are checked before
+            # the run directory exists, so invalid input leaves nothing behind.
+            prepared = load_datasets(data_dir, config)
+            check_batch_size(config.batch_size, len(prepared.train_set))
+            if group.is_distributed:
+                distributed.per_process_batch_size(config.batch_size, group.world_size)
+        except FmnistError as error:
+            failure = error
+        if not distributed.all_succeeded(failure is None, group, device):
+            raise failure or TrainingError("another training process failed its checks; see its error above")
 
+        if not group.is_main:
+            _train_worker(prepared, config, device, group)
+            return {}
+        return _train_main(run_dir, prepared, threads, config, progress, started, tensorboard, device, group)
+    finally:
+        distributed.destroy_process_group()
+
+
+def _train_worker(prepared: PreparedData, config: TrainConfig, device, group) -> None:
+    """Train as a process of rank 1 or higher: the same steps as rank 0, writing nothing."""
+    import torch
+
+    from fmnist.model import build_model
+    from fmnist.train import Trainer
+
+    torch.manual_seed(config.seed)
+    trainer = Trainer(build_model(config.dropout), config, prepared.train_set, prepared.val_set, device=device, group=group)
+    trainer.fit()
+
+
+def _train_main(
+    run_dir: Path,
+    prepared: PreparedData,
+    threads: int,
+    config: TrainConfig,
+    progress: bool,
+    started: float,
+    tensorboard: bool,
+    device,
+    group,
+) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     config.output_dir = run_dir
     checkpoint.write_run_config(run_dir, config, checkpoint.data_facts(prepared))
     config_file.write_config_file(run_dir / config_file.CONFIG_TOML, config)
     with run_log(run_dir), resume_hint(run_dir):
-        return _train_into(run_dir, prepared, threads, config, progress, started, tensorboard=tensorboard)
+        return _train_into(
+            run_dir, prepared, threads, config, progress, started, tensorboard=tensorboard, device=device, group=group
+        )
 
 
 def resume(
@@ -241,6 +291,11 @@ def resume(
     stored = checkpoint.read_run_config(run_dir)
     config = checkpoint.resume_config(stored.config, given_settings, run_dir)
     config.validate()
+    from fmnist import distributed
+
+    if distributed.launched_by_torchrun():
+        raise ConfigError(f"--resume {run_dir}: resuming runs in a single process; start it without torchrun")
+    device = distributed.resolve_device(config.device)
     if tensorboard:
         tensorboard_log.require_tensorboard()
     state = checkpoint.load_checkpoint(run_dir / CHECKPOINT_FILE)
@@ -265,7 +320,8 @@ def resume(
         else:
             logger.info("Resuming %s after epoch %d from %s", run_dir, state["trainer"]["epoch"], CHECKPOINT_FILE)
         return _train_into(
-            run_dir, prepared, threads, config, progress, started, state and state["trainer"], tensorboard=tensorboard
+            run_dir, prepared, threads, config, progress, started, state and state["trainer"],
+            tensorboard=tensorboard, device=device,
         )
 
 
@@ -278,6 +334,8 @@ def _train_into(
     started: float,
     trainer_state: dict[str, Any] | None = None,
     tensorboard: bool = False,
+    device=None,
+    group=None,
 ) -> dict[str, Any]:
     import torch
 
@@ -286,7 +344,9 @@ def _train_into(
     from fmnist.model import build_model
     from fmnist.train import Trainer, evaluate_model
 
-    logger.info("Run directory %s, data %s, %d threads", run_dir, config.data_dir, threads)
+    device = device or torch.device("cpu")
+    processes = f", {group.world_size} processes ({group.backend})" if group and group.is_distributed else ""
+    logger.info("Run directory %s, data %s, device %s, %d threads%s", run_dir, config.data_dir, device, threads, processes)
     logger.info("Configuration: %s", config.to_dict())
     logger.info(
         "Splits: train %d, val %d, test %d; normalisation mean %.4f std %.4f",
@@ -301,20 +361,28 @@ def _train_into(
         checkpoint.save_checkpoint(checkpoint_path, trainer.state_dict())
 
     on_epoch_end = tensorboard_log.epoch_callback(run_dir, then=save_checkpoint) if tensorboard else save_checkpoint
-    trainer = Trainer(model, config, prepared.train_set, prepared.val_set, progress=progress, on_epoch_end=on_epoch_end)
+    trainer = Trainer(
+        model, config, prepared.train_set, prepared.val_set,
+        progress=progress, on_epoch_end=on_epoch_end, device=device, group=group,
+    )
     if trainer_state is not None:
         restore_trainer(trainer, trainer_state, checkpoint_path)
     result = trainer.fit()
 
     test_summary = None
     if result.best_epoch:
-        evaluation = evaluate_model(result.model, prepared.test_set, keep_probabilities=True)
+        evaluation = evaluate_model(
+            result.model, prepared.test_set, keep_probabilities=True, device=device, precision=config.precision
+        )
         test_summary = metrics.summarize(evaluation.labels, evaluation.predictions, FASHION_MNIST.class_names)
         test_summary["loss"] = evaluation.loss
         artifacts.atomic_write_json(run_dir / METRICS_FILE, {"split": "test", **test_summary})
         plots.plot_confusion_matrix(test_summary["confusion_matrix"], FASHION_MNIST.class_names, run_dir / CONFUSION_PLOT)
         metadata = build_metadata(config, prepared, result, test_summary)
         metadata["seconds"] = time.perf_counter() - started  # wall time from the start to the saved model
+        metadata["device"] = str(device)
+        if trainer.shards is not None:
+            metadata["distributed"] = trainer.shards
         model_io.save_model(run_dir, result.model, metadata)
         misclassified.save_misclassified(run_dir, evaluation, prepared.test_set)
 

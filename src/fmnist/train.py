@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import augment, metrics
+from fmnist import augment, distributed, metrics
 from fmnist.config import TrainConfig
 from fmnist.errors import ConfigError, TrainingError
 from fmnist.history import EpochRecord
@@ -84,14 +85,28 @@ class Evaluation:
     probabilities: np.ndarray | None = None
 
 
+def autocast(device: torch.device, precision: str):
+    """Return the autocast context for ``precision``: bfloat16 for "bf16", nothing for "fp32"."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
 def evaluate_model(
     model: nn.Module,
     dataset: FashionMNISTDataset,
     batch_size: int = 4096,
     keep_probabilities: bool = False,
+    *,
+    device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> Evaluation:
-    """Return the mean cross-entropy loss and the predictions of ``model`` on ``dataset``."""
+    """Return the mean cross-entropy loss and the predictions of ``model`` on ``dataset``.
+
+    Batches move to ``device`` (default: the CPU); the results come back as numpy arrays.
+    """
+    device = device or torch.device("cpu")
     model.eval()
     total_loss = 0.0
     labels_parts = []
@@ -99,7 +114,9 @@ def evaluate_model(
     probability_parts = []
     for start in range(0, len(dataset), batch_size):
         images, labels = dataset.__getitems__(range(start, min(start + batch_size, len(dataset))))
-        logits = model(images)
+        with autocast(device, precision):
+            logits = model(images.to(device)).float()
+        logits = logits.cpu()
         total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         labels_parts.append(labels.numpy())
         predictions_parts.append(logits.argmax(dim=1).numpy())
@@ -111,6 +128,98 @@ def evaluate_model(
         predictions=np.concatenate(predictions_parts),
         probabilities=np.concatenate(probability_parts) if keep_probabilities else None,
     )
+
+
+@torch.no_grad()
+def evaluate_shard(
+    model: nn.Module,
+    dataset: FashionMNISTDataset,
+    group: distributed.ProcessGroup,
+    device: torch.device,
+    precision: str = "fp32",
+) -> tuple[float, np.ndarray]:
+    """Return the mean loss and the confusion matrix of ``dataset``, summed over every process.
+
+    Each process evaluates every ``world_size``-th sample from its rank on; the sums of
+    the loss, the sample count and the confusion matrix are then reduced over all
+    processes, so every process returns the metrics of the whole dataset.
+    """
+    model.eval()
+    positions = range(group.rank, len(dataset), group.world_size)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, sample count
+    matrix = torch.zeros(10 * 10, dtype=torch.int64, device=device)
+    for start in range(0, len(positions), 4096):
+        images, labels = dataset.__getitems__(positions[start : start + 4096])
+        images, labels = images.to(device), labels.to(device)
+        with autocast(device, precision):
+            logits = model(images).float()
+        totals[0] += nn.functional.cross_entropy(logits, labels, reduction="sum").double()
+        totals[1] += len(labels)
+        matrix += torch.bincount(labels * 10 + logits.argmax(dim=1), minlength=100)
+    distributed.all_reduce_sum(totals, group)
+    distributed.all_reduce_sum(matrix, group)
+    loss = float(totals[0] / totals[1]) if totals[1] else math.nan
+    return loss, matrix.reshape(10, 10).cpu().numpy()
+
+
+class ShardedBatches:
+    """The batches of this process's shard of each epoch's permutation, cut from tensors on the device.
+
+    Every process draws the same permutation of the train split for an epoch (a pure
+    function of the seed and the epoch) and trains on its own disjoint part of it (see
+    :func:`fmnist.distributed.shard_indices`). The normalised split is copied to the
+    device once when it fits there, so a batch is one indexing call with no copy from
+    the host; otherwise each batch is copied to the device.
+    """
+
+    def __init__(
+        self,
+        dataset: FashionMNISTDataset,
+        batch_size: int,
+        seed: int,
+        group: distributed.ProcessGroup,
+        device: torch.device,
+    ) -> None:
+        images, labels = dataset.tensors()
+        self.count = len(labels)
+        self.on_device = device.type == "cpu" or _fits_on(device, images.nbytes + labels.nbytes)
+        storage = device if self.on_device else torch.device("cpu")
+        self.images = images.to(storage)
+        self.labels = labels.to(storage)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group = group
+        self.device = device
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shard(self) -> torch.Tensor:
+        """Return the positions in the train split that this process trains on in this epoch."""
+        return distributed.shard_indices(self.count, self.seed, self.epoch, self.group.rank, self.group.world_size)
+
+    def __len__(self) -> int:
+        shard_size = -(-self.count // self.group.world_size)
+        return -(-shard_size // self.batch_size)
+
+    def __iter__(self):
+        indices = self.shard().to(self.images.device)
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start : start + self.batch_size]
+            images, labels = self.images[batch], self.labels[batch]
+            if not self.on_device:
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+            yield images, labels
+
+
+def _fits_on(device: torch.device, size: int) -> bool:
+    # Keep at least half of the free memory for the model, activations and optimizer.
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return size < free // 2
 
 
 @dataclass
@@ -147,9 +256,13 @@ class Trainer:
         *,
         progress: bool = False,
         on_epoch_end=None,
+        device: torch.device | None = None,
+        group: distributed.ProcessGroup | None = None,
     ) -> None:
         check_batch_size(config.batch_size, len(train_set))
-        self.model = model
+        self.device = device or torch.device("cpu")
+        self.group = group or distributed.ProcessGroup()
+        self.model = model.to(self.device)
         self.config = config
         self.train_set = train_set
         self.val_set = val_set
@@ -157,7 +270,25 @@ class Trainer:
         self.on_epoch_end = on_epoch_end
 
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.loader = make_loader(train_set, config.batch_size, shuffle=True, generator=self.generator)
+        if self.group.is_distributed or self.device.type != "cpu":
+            batch_size = distributed.per_process_batch_size(config.batch_size, self.group.world_size)
+            self.loader = ShardedBatches(train_set, batch_size, config.seed, self.group, self.device)
+        else:
+            # One CPU process keeps the DataLoader over the memory map: its order is the
+            # one that resumed runs reproduce bit for bit.
+            self.loader = make_loader(train_set, config.batch_size, shuffle=True, generator=self.generator)
+        self.train_model = model
+        if self.group.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(model, device_ids=device_ids)
+            # Every process starts from the same weights (DDP broadcasts rank 0's), but
+            # each needs its own dropout masks.
+            torch.manual_seed(config.seed * 1_000_003 + self.group.rank)
+            self.shards = distributed.describe_shards(self.loader.shard(), self.group, self.device)
+        else:
+            self.shards = None
         self.steps_per_epoch = len(self.loader)
         # Pixels that augmentation moves into the image are black, in normalised units.
         self.augment_fill = -train_set.mean / train_set.std
@@ -183,8 +314,10 @@ class Trainer:
     def train_epoch(self) -> float:
         """Run one epoch of optimizer steps and return the mean train loss."""
         self.model.train()
-        total_loss = torch.zeros((), dtype=torch.float64)
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         samples = 0
+        if isinstance(self.loader, ShardedBatches):
+            self.loader.set_epoch(self.epoch)
         batches = self.loader
         if self.progress:
             from tqdm import tqdm
@@ -194,8 +327,9 @@ class Trainer:
             if self.config.augment_shift:
                 # The loader's generator draws the shifts too, so a checkpoint's loader_rng covers them.
                 images = augment.random_shift(images, self.config.augment_shift, self.augment_fill, self.generator)
-            logits = self.model(images)
-            loss = self.loss_fn(logits, labels)
+            with autocast(self.device, self.config.precision):
+                logits = self.train_model(images)
+                loss = self.loss_fn(logits.float(), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -203,7 +337,9 @@ class Trainer:
             self.step += 1
             total_loss += loss.detach() * len(labels)
             samples += len(labels)
-        return float(total_loss) / samples
+        totals = torch.stack([total_loss, torch.tensor(float(samples), dtype=torch.float64, device=self.device)])
+        distributed.all_reduce_sum(totals, self.group)
+        return float(totals[0] / totals[1])
 
     def fit(self) -> TrainResult:
         """Train until patience runs out or the epochs end, then restore the best weights.
@@ -216,26 +352,26 @@ class Trainer:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss = self.train_epoch()
-            evaluation = evaluate_model(self.model, self.val_set)
-            summary = metrics.summarize(evaluation.labels, evaluation.predictions, [str(i) for i in range(10)])
+            val_loss, val_matrix = self._evaluate_val()
+            scores = metrics.per_class_scores(val_matrix)
             record = EpochRecord(
                 epoch=self.epoch,
                 step=self.step,
                 train_loss=train_loss,
-                val_loss=evaluation.loss,
-                val_accuracy=summary["accuracy"],
-                val_macro_f1=summary["macro_f1"],
+                val_loss=val_loss,
+                val_accuracy=float(np.trace(val_matrix) / max(val_matrix.sum(), 1)),
+                val_macro_f1=float(scores["f1"].mean()),
                 lr=lr,
                 seconds=time.perf_counter() - started,
             )
             self.history.append(record)
 
             improved = False
-            if not (math.isfinite(train_loss) and math.isfinite(evaluation.loss)):
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 self.stop_reason = "loss is not finite"
-                self.error_message = self._non_finite_message(train_loss, evaluation.loss)
+                self.error_message = self._non_finite_message(train_loss, val_loss)
             else:
-                decision = self.stopping.update(self.epoch, evaluation.loss)
+                decision = self._decide(val_loss)
                 improved = decision.improved
                 if decision.improved:
                     self.best_state = copy.deepcopy(self.model.state_dict())
@@ -263,6 +399,22 @@ class Trainer:
             stop_reason=self.stop_reason,
             error=TrainingError(self.error_message) if self.error_message else None,
         )
+
+    def _evaluate_val(self) -> tuple[float, np.ndarray]:
+        if self.group.is_distributed:
+            return evaluate_shard(self.model, self.val_set, self.group, self.device, self.config.precision)
+        evaluation = evaluate_model(self.model, self.val_set, device=self.device, precision=self.config.precision)
+        return evaluation.loss, metrics.confusion_matrix(evaluation.labels, evaluation.predictions)
+
+    def _decide(self, val_loss: float) -> StopDecision:
+        """Update early stopping; with several processes, rank 0's decision is broadcast to all."""
+        decision = self.stopping.update(self.epoch, val_loss)
+        if not self.group.is_distributed:
+            return decision
+        improved, stop = distributed.broadcast_from_main(
+            [float(decision.improved), float(decision.stop)], self.group, self.device
+        )
+        return StopDecision(bool(improved), bool(stop), decision.reason)
 
     def _non_finite_message(self, train_loss: float, val_loss: float) -> str:
         if self.stopping.best_epoch:
