@@ -266,7 +266,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.config is not None:
         config = config_file.config_from_file(args.config, args.preset, given_train_settings(args))
     summary = pipeline.train(config, progress=show_progress(args), tensorboard=args.tensorboard)
-    if args.json:
+    if args.json and summary is not None:
         print(json.dumps(summary))
     return EXIT_OK
 

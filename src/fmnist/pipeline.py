@@ -195,8 +195,10 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
-def train(config: TrainConfig, *, progress: bool = False, tensorboard: bool = False) -> dict[str, Any]:
+def train(config: TrainConfig, *, progress: bool = False, tensorboard: bool = False) -> dict[str, Any] | None:
     """Run the main job and return a summary; the run directory holds everything it wrote.
+
+    Under torchrun, processes of rank 1 and higher train without writing and return None.
 
     Raises TrainingError after writing the run directory when the loss became non-finite.
     """
@@ -234,7 +236,7 @@ def train(config: TrainConfig, *, progress: bool = False, tensorboard: bool = Fa
 
         if not group.is_main:
             _train_worker(prepared, config, device, group)
-            return {}
+            return None
         return _train_main(run_dir, prepared, threads, config, progress, started, tensorboard, device, group)
     finally:
         distributed.destroy_process_group()
