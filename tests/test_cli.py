@@ -187,3 +187,10 @@ def test_unknown_preset_exit_2(capsys):
         main(["train", "--preset", "fastest"])
     assert raised.value.code == 2
     assert "argument --preset: invalid choice: 'fastest'" in capsys.readouterr().err
+
+
+def test_train_log_covers_data_loading(trained):
+    _, run_dir = trained
+    log = (run_dir / "train.log").read_text()
+    assert "is not the official release file" in log
+    assert log.index("is not the official release file") < log.index("Run directory ")

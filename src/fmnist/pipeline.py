@@ -26,13 +26,46 @@ CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
 LOG_FILE = "train.log"
 
 
+class _RecordBuffer(logging.Handler):
+    """Log records kept in memory until the run directory exists to hold them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @contextlib.contextmanager
-def run_log(run_dir: Path):
-    """Copy the package's INFO log records into ``run_dir/train.log`` while the block runs."""
+def buffered_log():
+    """Collect the package's INFO log records while the block runs, and yield the list."""
+    package_logger = logging.getLogger("fmnist")
+    buffer = _RecordBuffer()
+    previous_level = package_logger.level
+    if package_logger.getEffectiveLevel() > logging.INFO:
+        package_logger.setLevel(logging.INFO)
+    package_logger.addHandler(buffer)
+    try:
+        yield buffer.records
+    finally:
+        package_logger.removeHandler(buffer)
+        package_logger.setLevel(previous_level)
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path, earlier_records: list[logging.LogRecord] = ()):
+    """Copy the package's INFO log records into ``run_dir/train.log`` while the block runs.
+
+    ``earlier_records`` (from :func:`buffered_log`) are written first, so the log also
+    covers the checks and data loading that ran before the run directory existed.
+    """
     package_logger = logging.getLogger("fmnist")
     handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for record in earlier_records:
+        handler.handle(record)
     previous_level = package_logger.level
     if package_logger.getEffectiveLevel() > logging.INFO:
         package_logger.setLevel(logging.INFO)
@@ -213,31 +246,34 @@ def train(config: TrainConfig, *, progress: bool = False, tensorboard: bool = Fa
     try:
         # Every process checks the options and the data; none starts training unless all
         # passed, because the others would wait for it forever.
-        failure = None
-        try:
-            if tensorboard:
-                tensorboard_log.require_tensorboard()
-            run_dir = choose_run_dir(config.output_dir) if group.is_main else None
-            threads = set_threads(config.threads)
-            data_dir = prepare_data_dir(config.data_dir, offline=config.offline, show_progress=progress)
-            # An absolute path, so that --resume finds the data from any working directory.
-            config.data_dir = data_dir.absolute()
+        with buffered_log() as early_records:
+            failure = None
+            try:
+                if tensorboard:
+                    tensorboard_log.require_tensorboard()
+                run_dir = choose_run_dir(config.output_dir) if group.is_main else None
+                threads = set_threads(config.threads)
+                data_dir = prepare_data_dir(config.data_dir, offline=config.offline, show_progress=progress)
+                # An absolute path, so that --resume finds the data from any working directory.
+                config.data_dir = data_dir.absolute()
 
-            # Options that need the data (the val split, the batch size) are checked before
-            # the run directory exists, so invalid input leaves nothing behind.
-            prepared = load_datasets(data_dir, config)
-            check_batch_size(config.batch_size, len(prepared.train_set))
-            if group.is_distributed:
-                distributed.per_process_batch_size(config.batch_size, group.world_size)
-        except FmnistError as error:
-            failure = error
+                # Options that need the data (the val split, the batch size) are checked before
+                # the run directory exists, so invalid input leaves nothing behind.
+                prepared = load_datasets(data_dir, config)
+                check_batch_size(config.batch_size, len(prepared.train_set))
+                if group.is_distributed:
+                    distributed.per_process_batch_size(config.batch_size, group.world_size)
+            except FmnistError as error:
+                failure = error
         if not distributed.all_succeeded(failure is None, group, device):
             raise failure or TrainingError("another training process failed its checks; see its error above")
 
         if not group.is_main:
             _train_worker(prepared, config, device, group)
             return None
-        return _train_main(run_dir, prepared, threads, config, progress, started, tensorboard, device, group)
+        return _train_main(
+            run_dir, prepared, threads, config, progress, started, tensorboard, device, group, early_records
+        )
     finally:
         distributed.destroy_process_group()
 
@@ -264,12 +300,13 @@ def _train_main(
     tensorboard: bool,
     device,
     group,
+    early_records: list[logging.LogRecord],
 ) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     config.output_dir = run_dir
     checkpoint.write_run_config(run_dir, config, checkpoint.data_facts(prepared))
     config_file.write_config_file(run_dir / config_file.CONFIG_TOML, config)
-    with run_log(run_dir), resume_hint(run_dir):
+    with run_log(run_dir, early_records), resume_hint(run_dir):
         return _train_into(
             run_dir, prepared, threads, config, progress, started, tensorboard=tensorboard, device=device, group=group
         )
@@ -308,13 +345,14 @@ def resume(
             f"{trainer_state['stop_reason']}); to train further, start a new run with --output-dir"
         )
 
-    threads = set_threads(config.threads)
-    data_dir = prepare_data_dir(config.data_dir, offline=config.offline, show_progress=progress)
-    config.data_dir = data_dir.absolute()
-    prepared = load_datasets(data_dir, config)
-    checkpoint.check_same_data(stored.data, checkpoint.data_facts(prepared), run_dir, data_dir)
+    with buffered_log() as early_records:
+        threads = set_threads(config.threads)
+        data_dir = prepare_data_dir(config.data_dir, offline=config.offline, show_progress=progress)
+        config.data_dir = data_dir.absolute()
+        prepared = load_datasets(data_dir, config)
+        checkpoint.check_same_data(stored.data, checkpoint.data_facts(prepared), run_dir, data_dir)
 
-    with run_log(run_dir), resume_hint(run_dir):
+    with run_log(run_dir, early_records), resume_hint(run_dir):
         for path in checkpoint.remove_temporary_files(run_dir):
             logger.info("Removed %s, a temporary file that the interrupted run left", path)
         if state is None:
