@@ -411,3 +411,56 @@ def test_predict_every_kind_of_input_text(trained_run, tmp_path, capsys):
             assert "; top 3: " in line
         if labels.get(path.name) is not None:
             assert line.startswith(f"{path}: {FASHION_MNIST.class_names[labels[path.name]]} (")
+
+
+def test_empty_path_option_rejected(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "--data-dir", ""])
+    assert raised.value.code == 2
+    assert "--data-dir: an empty path is not allowed; give a file or directory" in capsys.readouterr().err
+
+
+def test_output_dir_that_is_a_file(tmp_path, data_dir, capsys):
+    target = tmp_path / "afile"
+    target.write_text("mine")
+    code = main(["train", "--data-dir", str(data_dir), "--offline", "--output-dir", str(target / "run"), "--epochs", "1",
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        f"error: {target / 'run'}: Not a directory; check that the path exists, is the right kind "
+        f"(file or directory) and that you may write to it\n"
+    )
+    assert "Traceback" not in err
+    assert target.read_text() == "mine"
+
+
+def test_named_pipe_as_model_json(tmp_path, capsys):
+    import os
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.safetensors").write_bytes(b"x")
+    os.mkfifo(run_dir / "model.json")
+    code = main(["predict", str(run_dir), str(tmp_path / "image.png")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: {run_dir / 'model.json'}: model metadata is not a regular file; pass a regular file\n"
+    )
+
+
+def test_empty_test_split_rejected_before_training(tmp_path, capsys):
+    import numpy as np
+
+    from synthetic import make_dataset, write_idx
+
+    data_dir = make_dataset(tmp_path / "data")
+    write_idx(data_dir / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), dtype=np.uint8))
+    write_idx(data_dir / "t10k-labels-idx1-ubyte.gz", np.zeros((0,), dtype=np.uint8))
+    code = main(["train", "--data-dir", str(data_dir), "--offline", "--output-dir", str(tmp_path / "r"), "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: {data_dir / 't10k-images-idx3-ubyte.gz'} and {data_dir / 't10k-labels-idx1-ubyte.gz'} "
+        f"hold no samples; use the complete test files\n"
+    )
+    assert not (tmp_path / "r").exists()

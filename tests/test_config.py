@@ -21,7 +21,9 @@ from fmnist.errors import ConfigError
         ({"min_delta": -0.1}, "--min-delta must be a number >= 0, got -0.1"),
         ({"weight_decay": -1.0}, "--weight-decay must be a number >= 0, got -1.0"),
         ({"betas": (0.9, 1.0)}, "--betas must each be in [0, 1), got 1.0"),
-        ({"threads": 0}, "--threads must be at least 1, got 0"),
+        ({"threads": 0}, "--threads must be between 1 and 512, got 0"),
+        ({"threads": 50000}, "--threads must be between 1 and 512, got 50000"),
+        ({"seed": -1}, "--seed must be between 0 and 4294967295, got -1"),
     ],
 )
 def test_invalid_option_message(changes, message):

@@ -41,7 +41,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     gets the usual permissions (0666 less the umask), not mkstemp's 0600.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as error:
+        raise type(error)(error.errno, error.strerror, str(path)) from None
     os.close(fd)
     temporary = Path(name)
     try:
@@ -50,6 +53,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with open(temporary, "rb") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        # Name the file the user asked for, not the temporary one.
+        raise type(error)(error.errno, error.strerror, str(path)) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -71,8 +78,21 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
 
 
+def check_not_special(path: Path, what: str, error_class: type[Exception] = CheckpointError) -> None:
+    """Raise ``error_class`` when ``path`` exists but is not a regular file.
+
+    Reading a named pipe or a device would block or never end, so such paths are
+    rejected before they are opened. A missing path is left to the reader's own message.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise error_class(f"{path}: {what} is {kind}; pass a regular file")
+
+
 def read_json(path: Path, what: str) -> Any:
     """Read a JSON file of a run directory, raising CheckpointError with the file name on failure."""
+    check_not_special(path, what)
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:

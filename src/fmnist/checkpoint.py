@@ -77,12 +77,14 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, which would run the file's code.
         raise CheckpointError(
-            f"{path}: refused to load, the file holds objects other than tensors ({_first_line(error)}); "
+            f"{path}: refused to load, the file holds objects other than tensors (torch.load with "
+            f"weights_only=True rejected it); "
             f"delete it to restart the run from epoch 1"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError) as error:
         raise CheckpointError(
             f"{path}: checkpoint is truncated or corrupt ({_first_line(error)}); "
             f"delete it to restart the run from epoch 1"

@@ -28,10 +28,17 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+def path_argument(value: str) -> Path:
+    """Parse a path option; an empty string (often an unset shell variable) is rejected, not read as '.'."""
+    if not value:
+        raise argparse.ArgumentTypeError("an empty path is not allowed; give a file or directory")
+    return Path(value)
+
+
 def _add_data_options(parser: argparse.ArgumentParser, offline: bool = True) -> None:
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=path_argument,
         metavar="DIR",
         help="directory holding the four IDX files, or Kaggle's fashion-mnist_train.csv and fashion-mnist_test.csv "
         "(default: $FMNIST_DATA_DIR, else $XDG_CACHE_HOME/fmnist or ~/.cache/fmnist)",
@@ -65,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and write a run directory")
     _add_data_options(train)
-    train.add_argument("--output-dir", type=Path, metavar="DIR", help="run directory to create; it must be new or empty (default: runs/<timestamp>)")
-    train.add_argument("--config", type=Path, metavar="FILE", help="read settings from a TOML file whose keys are the option names (batch_size or batch-size); options given here override it; RUN_DIR/config.toml repeats a run (default: none)")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR after its last completed epoch, with the configuration stored in RUN_DIR/config.json")
+    train.add_argument("--output-dir", type=path_argument, metavar="DIR", help="run directory to create; it must be new or empty (default: runs/<timestamp>)")
+    train.add_argument("--config", type=path_argument, metavar="FILE", help="read settings from a TOML file whose keys are the option names (batch_size or batch-size); options given here override it; RUN_DIR/config.toml repeats a run (default: none)")
+    train.add_argument("--resume", type=path_argument, metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR after its last completed epoch, with the configuration stored in RUN_DIR/config.json")
     train.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the split, initialisation and shuffling (default: {defaults.seed})")
     train.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help=f"fraction of the training set held out as val, stratified (default: {defaults.val_fraction})")
     train.add_argument("--epochs", type=int, default=defaults.epochs, help=f"maximum number of epochs (default: {defaults.epochs})")
@@ -97,15 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(train)
 
     evaluate = commands.add_parser("evaluate", help="report test metrics of a trained model")
-    evaluate.add_argument("model", type=Path, metavar="MODEL", help="run directory written by 'fmnist train'")
+    evaluate.add_argument("model", type=path_argument, metavar="MODEL", help="run directory written by 'fmnist train'")
     _add_data_options(evaluate)
-    evaluate.add_argument("--plot", type=Path, metavar="FILE", help="confusion matrix PNG to write (default: MODEL/confusion_matrix.png)")
+    evaluate.add_argument("--plot", type=path_argument, metavar="FILE", help="confusion matrix PNG to write (default: MODEL/confusion_matrix.png)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
     _add_common_options(evaluate)
 
     predict = commands.add_parser("predict", help="classify image files (PNG, JPEG, ...)")
-    predict.add_argument("model", type=Path, metavar="MODEL", help="run directory written by 'fmnist train'")
-    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files to classify")
+    predict.add_argument("model", type=path_argument, metavar="MODEL", help="run directory written by 'fmnist train'")
+    predict.add_argument("images", type=path_argument, nargs="+", metavar="IMAGE", help="image files to classify")
     predict.add_argument("--top-k", type=int, default=3, metavar="K", help="number of most probable classes to show, 1-10 (default: 3)")
     predict.add_argument(
         "--invert",
@@ -117,11 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(predict)
 
     report = commands.add_parser("report", help="build report.html, the self-contained HTML page of a run")
-    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory written by 'fmnist train'")
-    report.add_argument("--output", type=Path, metavar="FILE", help="HTML file to write (default: RUN_DIR/report.html)")
+    report.add_argument("run_dir", type=path_argument, metavar="RUN_DIR", help="run directory written by 'fmnist train'")
+    report.add_argument("--output", type=path_argument, metavar="FILE", help="HTML file to write (default: RUN_DIR/report.html)")
     report.add_argument(
         "--data-dir",
-        type=Path,
+        type=path_argument,
         metavar="DIR",
         help="when RUN_DIR has no misclassified.npz, evaluate the model on this data directory's test split to find "
         "its mistakes (default: none; the report then shows no misclassified images)",
@@ -130,13 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(report)
 
     runs = commands.add_parser("runs", help="list the run directories under a directory as a table")
-    runs.add_argument("root", type=Path, nargs="?", default=Path("runs"), metavar="DIR", help="directory that contains the run directories (default: runs)")
+    runs.add_argument("root", type=path_argument, nargs="?", default=Path("runs"), metavar="DIR", help="directory that contains the run directories (default: runs)")
     runs.add_argument("--json", action="store_true", help="print a JSON list, one object per run, on stdout")
     _add_common_options(runs)
 
     compare = commands.add_parser("compare", help="plot the learning curves of runs on shared axes and print their metrics side by side")
-    compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories written by 'fmnist train'")
-    compare.add_argument("--output", type=Path, default=Path("compare.png"), metavar="FILE", help="PNG file for the learning curves (default: compare.png in the current directory)")
+    compare.add_argument("run_dirs", type=path_argument, nargs="+", metavar="RUN_DIR", help="run directories written by 'fmnist train'")
+    compare.add_argument("--output", type=path_argument, default=Path("compare.png"), metavar="FILE", help="PNG file for the learning curves (default: compare.png in the current directory)")
     compare.add_argument("--json", action="store_true", help="print the runs' summaries and the PNG path as one JSON object on stdout")
     _add_common_options(compare)
 
@@ -152,7 +159,7 @@ def _add_export_command(commands) -> None:
     from fmnist.export import DEFAULT_FILE_NAMES, FORMATS
 
     export = commands.add_parser("export", help="write a trained model as ONNX or TorchScript for deployment")
-    export.add_argument("model", type=Path, metavar="MODEL", help="run directory written by 'fmnist train'")
+    export.add_argument("model", type=path_argument, metavar="MODEL", help="run directory written by 'fmnist train'")
     export.add_argument(
         "--format",
         choices=FORMATS,
@@ -162,7 +169,7 @@ def _add_export_command(commands) -> None:
     )
     export.add_argument(
         "--output",
-        type=Path,
+        type=path_argument,
         metavar="FILE",
         help=f"file to write (default: MODEL/{DEFAULT_FILE_NAMES['onnx']} or MODEL/{DEFAULT_FILE_NAMES['torchscript']})",
     )
@@ -412,6 +419,27 @@ COMMANDS = {
 }
 
 
+# OSErrors caused by the paths a user gives: exit code 2. Others (a full disk) exit with 1.
+PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def report_os_error(error: OSError, debug: bool) -> int:
+    """Log an operating-system error on a file as one line and return its exit code."""
+    where = error.filename if error.filename is not None else "a file"
+    reason = error.strerror or str(error)
+    if isinstance(error, PATH_ERRORS):
+        advice = "check that the path exists, is the right kind (file or directory) and that you may write to it"
+        code = EXIT_USAGE
+    else:
+        advice = "check the disk and the file system, then try again"
+        code = EXIT_FAILURE
+    if debug:
+        logger.exception("error: %s: %s; %s", where, reason, advice)
+    else:
+        logger.error("error: %s: %s; %s", where, reason, advice)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     args = build_parser().parse_args(argv)
@@ -427,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("error: interrupted")
         return EXIT_INTERRUPTED
+    except OSError as error:
+        return report_os_error(error, args.debug)
     except Exception as error:  # noqa: BLE001 - the last line of defence of the command line
         if args.debug:
             logger.exception("error: unexpected %s: %s", type(error).__name__, error)

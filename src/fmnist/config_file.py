@@ -49,6 +49,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
     a value of the wrong type. Value ranges are checked later by TrainConfig.validate.
     """
     path = Path(path)
+    from fmnist.artifacts import check_not_special
+
+    if not path.is_dir():  # a directory gets its own message below
+        check_not_special(path, "configuration file", ConfigError)
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist import idx
-from fmnist.artifacts import atomic_path
+from fmnist.artifacts import atomic_path, check_not_special
 from fmnist.download import md5_of
 from fmnist.datasets import FASHION_MNIST, DataFile, DatasetSpec
 from fmnist.errors import DataFormatError, DataNotFoundError, InvalidInputError
@@ -143,6 +143,7 @@ class SourceFile:
 
 def load_cached(path: Path, kind: str, expected_md5: str, cache_dir: Path) -> tuple[np.ndarray, SourceFile]:
     """Return a read-only memory map of the IDX file at ``path``, building its cache if needed."""
+    check_not_special(path, "data file", DataFormatError)
     digest = md5_of(path)
     source = SourceFile(path=path, md5=digest, official=digest == expected_md5)
     stem = path.name.removesuffix(".gz")
@@ -190,6 +191,10 @@ def load_split(data_dir: Path, split: str, spec: DatasetSpec = FASHION_MNIST) ->
     images, images_source = load_cached(paths[images_file.name], "images", images_file.md5, cache_dir)
     labels, labels_source = load_cached(paths[labels_file.name], "labels", labels_file.md5, cache_dir)
     idx.check_counts(images, labels, images_source.path, labels_source.path)
+    if len(labels) == 0:
+        raise DataFormatError(
+            f"{images_source.path} and {labels_source.path} hold no samples; use the complete {split} files"
+        )
 
     for source in (images_source, labels_source):
         if not source.official:

@@ -33,6 +33,9 @@ TYPE_NAMES = {
     0x0E: "float64",
 }
 NUM_CLASSES = 10
+# The largest payload accepted: Fashion-MNIST's training images take 47,040,000 bytes.
+MAX_PAYLOAD_BYTES = 1 << 30
+TRAILING_ALLOWANCE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -87,15 +90,44 @@ def read_file_bytes(path: Path) -> bytes:
         return data
 
     try:
-        return gzip.decompress(data)
-    except EOFError:
+        return _decompress_bounded(data, path)
+    except zlib.error as error:
+        detail = "CRC check failed" if "incorrect data check" in str(error) else str(error)
+        raise DataFormatError(f"{path}: gzip data is corrupt ({detail}); delete it and download it again") from None
+
+
+def _decompress_bounded(data: bytes, path: Path) -> bytes:
+    """Decompress gzip ``data``, never producing much more than its IDX header declares.
+
+    A small file can expand to gigabytes (a gzip bomb), so the header is decompressed
+    first and the rest only up to the declared size plus TRAILING_ALLOWANCE bytes.
+    """
+    decompressor = zlib.decompressobj(wbits=31)
+    output = decompressor.decompress(data, 4 + 4 * 255)
+    header_size = 4 + 4 * output[3] if len(output) >= 4 else 4
+    if len(output) < header_size and not decompressor.eof and not decompressor.unconsumed_tail:
         raise DataFormatError(
             f"{path}: gzip stream ends early, the file is truncated; delete it and download it again"
-        ) from None
-    except (gzip.BadGzipFile, zlib.error) as error:
+        )
+    header = parse_header(output, path)  # raises on a short or invalid header
+    expected = header.header_size + header.payload_size
+    if header.payload_size > MAX_PAYLOAD_BYTES:
         raise DataFormatError(
-            f"{path}: gzip data is corrupt ({error}); delete it and download it again"
-        ) from None
+            f"{path}: header declares {header.payload_size} bytes of data, more than the "
+            f"{MAX_PAYLOAD_BYTES} this reader accepts; this is not a Fashion-MNIST file"
+        )
+    limit = expected + TRAILING_ALLOWANCE
+    output += decompressor.decompress(decompressor.unconsumed_tail, max(limit - len(output), 1))
+    if len(output) >= limit or decompressor.unconsumed_tail:
+        raise DataFormatError(
+            f"{path}: more than {TRAILING_ALLOWANCE} bytes of data follow the {header.payload_size} bytes "
+            f"that the header declares; the file is corrupt"
+        )
+    if not decompressor.eof:
+        raise DataFormatError(
+            f"{path}: gzip stream ends early, the file is truncated; delete it and download it again"
+        )
+    return output
 
 
 def parse_header(data: bytes, path: Path) -> IdxHeader:

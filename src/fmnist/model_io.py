@@ -53,6 +53,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     try:
+        artifacts.check_not_special(path, "model file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: model file not found; pass a run directory written by 'fmnist train'") from None
@@ -76,13 +77,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe pickle"
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, which would run the file's code.
         raise CheckpointError(
-            f"{path}: refused to load, the file holds objects other than tensors ({first_line}); "
+            f"{path}: refused to load, the file holds objects other than tensors (torch.load with "
+            f"weights_only=True rejected it); "
             f"only load models from sources you trust, and re-save them as safetensors"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
             f"{path}: model file is truncated or corrupt ({first_line}); train again or restore it from a backup"

@@ -57,6 +57,7 @@ def load_classifier(model_path: Path) -> NumpyClassifier:
             f"{weights_path}: predict reads safetensors weights; pass the run directory that 'fmnist train' wrote"
         )
     try:
+        artifacts.check_not_special(weights_path, "model file")
         raw = load_safetensors_bytes(weights_path.read_bytes())
     except FileNotFoundError:
         raise CheckpointError(f"{weights_path}: model file not found; pass a run directory written by 'fmnist train'") from None
