@@ -12,6 +12,8 @@ from fmnist.errors import ConfigError
 
 MAX_AUGMENT_SHIFT = 8
 PRECISIONS = ("fp32", "bf16")
+# torch crashes (segmentation fault) when asked for tens of thousands of threads.
+MAX_THREADS = 512
 
 # The TrainConfig fields that a preset may set: the recipe, but not the data, the seed or the paths.
 PRESET_FIELDS = (
@@ -124,8 +126,10 @@ class TrainConfig:
         for beta in self.betas:
             if not (_finite(beta) and 0 <= beta < 1):
                 yield f"--betas must each be in [0, 1), got {beta}"
-        if self.threads is not None and self.threads < 1:
-            yield f"--threads must be at least 1, got {self.threads}"
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            yield f"--threads must be between 1 and {MAX_THREADS}, got {self.threads}"
+        if not 0 <= self.seed < 2**32:
+            yield f"--seed must be between 0 and {2**32 - 1}, got {self.seed}"
         if not (_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1):
             yield f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"
         if not 0 <= self.augment_shift <= MAX_AUGMENT_SHIFT:
