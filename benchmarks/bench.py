@@ -131,6 +131,10 @@ def describe_machine() -> dict:
 # --- Training-side measurements -------------------------------------------------------
 
 
+def _keep_batch(batch):
+    return batch
+
+
 def loader_images_per_second(loader: DataLoader) -> float:
     count = 0
     started = time.perf_counter()
@@ -140,7 +144,7 @@ def loader_images_per_second(loader: DataLoader) -> float:
 
 
 def floor_epoch_seconds(images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, seed: int) -> float:
-    """Seconds of one epoch of the bare training step: no loader, no scheduler, no bookkeeping."""
+    """Return the seconds of one epoch of bare training steps: no loader, no scheduler, no bookkeeping."""
     torch.manual_seed(seed)
     model = build_model(config.dropout)
     model.train()
@@ -190,7 +194,8 @@ def measure_training(prepared: pipeline.PreparedData, config: TrainConfig, repea
     project_epoch_seconds(prepared, config, seed=0)
 
     samples: dict[str, list[float]] = {key: [] for key in (
-        "notebook_loader_images_per_s", "pipeline_images_per_s", "floor_epoch_s", "train_epoch_s", "notebook_epoch_s",
+        "notebook_loader_images_per_s", "pipeline_images_per_s", "batched_dataloader_images_per_s",
+        "floor_epoch_s", "train_epoch_s", "notebook_epoch_s",
     )}
     for repeat in range(repeats):
         progress(f"training-side sections, repeat {repeat + 1} of {repeats}")
@@ -201,6 +206,11 @@ def measure_training(prepared: pipeline.PreparedData, config: TrainConfig, repea
         samples["pipeline_images_per_s"].append(
             loader_images_per_second(make_loader(train_set, config.batch_size, shuffle=True, generator=generator))
         )
+        # What make_loader returned before BatchLoader: a DataLoader whose sampler hands each
+        # batch's indices to __getitems__ as a list of Python ints.
+        samples["batched_dataloader_images_per_s"].append(loader_images_per_second(DataLoader(
+            train_set, batch_size=config.batch_size, shuffle=True, generator=generator, collate_fn=_keep_batch,
+        )))
         samples["floor_epoch_s"].append(floor_epoch_seconds(floor_images, floor_labels, config, seed=repeat))
         samples["train_epoch_s"].append(project_epoch_seconds(prepared, config, seed=repeat))
         samples["notebook_epoch_s"].append(notebook_epoch_seconds(notebook_set, seed=repeat))
@@ -211,6 +221,7 @@ def measure_training(prepared: pipeline.PreparedData, config: TrainConfig, repea
 
     medians = {key: statistics.median(values) for key, values in samples.items()}
     return {
+        "load_average_after": os.getloadavg()[0],
         "train_images": len(train_set),
         "batch_size": config.batch_size,
         "notebook_batch_size": NOTEBOOK_BATCH_SIZE,
@@ -242,9 +253,11 @@ def train_fmnist(data_dir: Path, run_dir: Path, seed: int, extra: list[str]) -> 
         sys.executable, "-m", "fmnist", "train", "--data-dir", str(data_dir), "--offline", "--output-dir", str(run_dir),
         "--seed", str(seed), "--json", "--quiet", *extra,
     ]
+    load_average = os.getloadavg()[0]
     summary, to_model, to_exit = run_timed(command, run_dir / "model.safetensors")
     return {
         "seed": seed,
+        "load_average_before": load_average,
         "command": shlex.join(["fmnist", *command[3:]]),
         "test_accuracy": summary["test_accuracy"],
         "best_epoch": summary["best_epoch"],
@@ -261,9 +274,11 @@ def train_notebook(data_dir: Path, run_dir: Path, seed: int, max_epochs: int | N
                "--output-dir", str(run_dir), "--seed", str(seed)]
     if max_epochs is not None:
         command += ["--max-epochs", str(max_epochs)]
+    load_average = os.getloadavg()[0]
     summary, to_model, to_exit = run_timed(command, run_dir / "model.pt")
     return {
         "seed": seed,
+        "load_average_before": load_average,
         "max_epochs": max_epochs,
         "test_accuracy": summary["test_accuracy"],
         "best_epoch": summary["best_epoch"],
@@ -290,7 +305,7 @@ def summarize_runs(runs: list[dict]) -> dict:
 
 
 def measure_time_to_accuracy(args: argparse.Namespace, runs_dir: Path) -> dict:
-    """Section 5's second half: fmnist train runs, with the notebook recipe runs interleaved."""
+    """Time fmnist train for each seed and the notebook recipe, alternating between the two."""
     extra = shlex.split(args.train_args)
     max_epochs = None if args.full_baseline else 3
     fmnist_runs: list[dict] = []
@@ -331,13 +346,23 @@ def measure_inference(data_dir: Path, run_dir: Path, repeats: int, predict_runs:
     classifier = load_classifier(run_dir)
 
     progress("inference: evaluate_model and the numpy predictor")
+    load_average = os.getloadavg()[0]
     evaluate_model(model, test_set)
     classifier.probabilities(images)
     evaluate_seconds = []
     numpy_seconds = []
-    for _ in range(repeats):
+    # Each pass takes a fraction of a second, so a few more passes cost little and steady the median.
+    evaluate_1_thread_seconds = []
+    threads = torch.get_num_threads()
+    for _ in range(max(repeats, 7)):
         evaluate_seconds.append(timed(lambda: evaluate_model(model, test_set)))
         numpy_seconds.append(timed(lambda: classifier.probabilities(images)))
+        if threads > 1:
+            # On a machine whose cores are busy, threads that wait for each other can make
+            # several threads slower than one; this figure shows whether that happened.
+            torch.set_num_threads(1)
+            evaluate_1_thread_seconds.append(timed(lambda: evaluate_model(model, test_set)))
+            torch.set_num_threads(threads)
 
     progress("inference: fmnist predict one image")
     image_path = scratch / "one.png"
@@ -360,10 +385,15 @@ def measure_inference(data_dir: Path, run_dir: Path, repeats: int, predict_runs:
     evaluate_median = statistics.median(evaluate_seconds)
     numpy_median = statistics.median(numpy_seconds)
     return {
+        "load_average_before": load_average,
         "test_images": len(test_set),
         "evaluate_batch_size": 4096,
         "evaluate_seconds": evaluate_seconds,
         "evaluate_images_per_s": len(test_set) / evaluate_median,
+        "evaluate_1_thread_seconds": evaluate_1_thread_seconds,
+        "evaluate_1_thread_images_per_s": (
+            len(test_set) / statistics.median(evaluate_1_thread_seconds) if evaluate_1_thread_seconds else None
+        ),
         "numpy_seconds": numpy_seconds,
         "numpy_images_per_s": len(images) / numpy_median,
         "predict_command": shlex.join(["fmnist", "predict", "RUN_DIR", "one.png", "--json"]),
@@ -409,6 +439,7 @@ def format_report(results: dict) -> str:
         ("1 notebook loader, per-sample, batch 64", f"{median['notebook_loader_images_per_s']:,.0f}", "images/s"),
         ("1 notebook training epoch, batch 64", f"{median['notebook_epoch_s']:.2f}", "s"),
         (f"2 fmnist data pipeline, batch {training['batch_size']}", f"{median['pipeline_images_per_s']:,.0f}", "images/s"),
+        (f"2 DataLoader over the same dataset, batch {training['batch_size']}", f"{median['batched_dataloader_images_per_s']:,.0f}", "images/s"),
         (f"3 fmnist training epoch, batch {training['batch_size']}", f"{median['train_epoch_s']:.2f}", "s"),
         (f"4 floor epoch, batch {training['batch_size']}", f"{median['floor_epoch_s']:.2f}", "s"),
     ]
@@ -437,6 +468,10 @@ def format_report(results: dict) -> str:
 
     rows += [
         ("6 evaluate_model, test split, batch 4096", f"{inference['evaluate_images_per_s']:,.0f}", "images/s"),
+    ]
+    if inference["evaluate_1_thread_images_per_s"]:
+        rows.append(("6 evaluate_model, 1 thread", f"{inference['evaluate_1_thread_images_per_s']:,.0f}", "images/s"))
+    rows += [
         ("6 numpy predictor, test split", f"{inference['numpy_images_per_s']:,.0f}", "images/s"),
         ("6 fmnist predict one image, with start-up", f"{inference['predict_median_s']:.2f}", "s, median"),
     ]

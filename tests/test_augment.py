@@ -52,7 +52,7 @@ def test_each_image_is_a_bounded_shift():
     assert len(offsets) == 25
 
 
-def test_shift_moves_content_and_fills_border():
+def test_shift_moves_content_by_offset():
     image = torch.zeros(1, 28, 28)
     image[0, 10, 10] = 1.0
     generator = torch.Generator().manual_seed(0)

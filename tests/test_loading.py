@@ -181,3 +181,10 @@ def test_full_pass_leaves_sources_unchanged(data_dir: Path) -> None:
         assert seen == len(split.labels)
 
     assert {path.name: file_state(path) for path in sources} == before
+
+
+def test_loader_length_counts_partial_batch() -> None:
+    loader = make_loader(numbered_dataset(37), 8, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    assert len(loader) == 5
+    assert len(list(loader)) == 5

@@ -1,4 +1,4 @@
-"""Batch transforms that augment training images; applied in the training loop only."""
+"""Batch transforms that augment training images. The training loop applies them, evaluation never does."""
 
 from __future__ import annotations
 

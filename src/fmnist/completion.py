@@ -25,7 +25,7 @@ def value_kind(action: argparse.Action) -> str | list[str]:
     """Return how the value of ``action`` is completed: DIRECTORY, FILE, NONE, or a list of choices."""
     if action.choices is not None:
         return [str(choice) for choice in action.choices]
-    if action.type is Path:
+    if action.type is Path or getattr(action.type, "__name__", "") == "path_argument":
         names = f"{action.dest} {action.metavar or ''}".lower()
         return DIRECTORY if "dir" in names else FILE
     return NONE

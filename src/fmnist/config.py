@@ -34,15 +34,17 @@ PRESET_FIELDS = (
 # Named recipes: each maps TrainConfig field names to the values it changes. Explicit
 # settings override a preset's values; docs/benchmarks.md records how each was measured.
 PRESETS: dict[str, dict[str, Any]] = {
+    # The most accurate recipe found, at about twice the defaults' time: on the real data,
+    # about 90.9% test accuracy in 30 epochs.
     "best": {
-        "epochs": 100,
+        "epochs": 30,
         "batch_size": 256,
         "lr": 2e-3,
         "lr_end_factor": 0.01,
         "dropout": 0.3,
-        "patience": 100,
+        "weight_decay": 5e-5,
         "label_smoothing": 0.1,
-        "augment_shift": 2,
+        "patience": 10,
     },
 }
 

@@ -67,10 +67,10 @@ class BatchLoader:
     """Batches of a :class:`FashionMNISTDataset`, each read with one ``__getitems__`` call.
 
     It yields what a single-process ``DataLoader`` with ``batch_size`` and ``shuffle``
-    would, without the Python work per index: each epoch's order is one
+    would, without turning every index into a Python int: each epoch's order is one
     ``torch.randperm`` drawn from ``generator`` (the global generator when None), and
-    every batch is a slice of it. On the training split that work cost about as much
-    as reading the batches.
+    every batch is a slice of it. docs/benchmarks.md compares its speed with two
+    ``DataLoader`` set-ups.
     """
 
     def __init__(
