@@ -175,7 +175,7 @@ def test_runs_command_debug_log(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == f"No run directories in {tmp_path}\n"
     assert captured.err == (
-        f"Skipping {tmp_path / 'notes'}: it contains none of model.json, history.json, metrics.json, checkpoint.pt, train.log\n"
+        f"Skipping {tmp_path / 'notes'}: it contains none of model.json, history.json, metrics.json, config.json, checkpoint.pt, train.log\n"
     )
 
 

@@ -142,7 +142,7 @@ def test_find_runs_skips_other_directories(tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="fmnist")
     assert runs.find_runs(tmp_path) == [tmp_path / "a", tmp_path / "b"]
     assert caplog.messages == [
-        f"Skipping {tmp_path / 'notes'}: it contains none of model.json, history.json, metrics.json, checkpoint.pt, train.log"
+        f"Skipping {tmp_path / 'notes'}: it contains none of model.json, history.json, metrics.json, config.json, checkpoint.pt, train.log"
     ]
 
 
@@ -208,3 +208,20 @@ def test_format_runs_table(tmp_path, utc):
 )
 def test_format_seconds(seconds, text):
     assert runs.format_seconds(seconds) == text
+
+
+def test_interrupted_run_listed_incomplete(tmp_path):
+    from fmnist import checkpoint
+    from fmnist.config import TrainConfig
+    from fmnist.runs import list_runs
+
+    run_dir = tmp_path / "killed"
+    run_dir.mkdir()
+    checkpoint.write_run_config(run_dir, TrainConfig(batch_size=64, seed=3), {})
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+
+    rows = list_runs(tmp_path)
+
+    assert [row["status"] for row in rows] == ["incomplete"]
+    assert rows[0]["config"]["batch_size"] == 64
+    assert rows[0]["config"]["seed"] == 3

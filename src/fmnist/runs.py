@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 # A directory that contains one of these files was made by 'fmnist train', even if
 # the run has not finished (checkpoint.pt, train.log) or ended before saving a model.
-RUN_MARKERS = (artifacts.METADATA_FILE, HISTORY_JSON, METRICS_FILE, "checkpoint.pt", "train.log")
+RUN_MARKERS = (artifacts.METADATA_FILE, HISTORY_JSON, METRICS_FILE, "config.json", "checkpoint.pt", "train.log")
 
 
 @dataclass
@@ -34,6 +34,8 @@ class RunFiles:
     metadata: dict[str, Any] | None
     metrics: dict[str, Any] | None
     history: list[EpochRecord] | None
+    # The configuration from config.json, for a run that has not written model.json yet.
+    stored_config: dict[str, Any] | None = None
 
 
 def is_run_dir(path: Path) -> bool:
@@ -53,6 +55,12 @@ def read_run(run_dir: Path) -> RunFiles:
     metadata = artifacts.read_metadata(metadata_path) if metadata_path.exists() else None
     metrics = read_metrics(metrics_path) if metrics_path.exists() else None
     history = read_history(history_path) if history_path.exists() else None
+    if metadata is None and history is None and (run_dir / "config.json").exists():
+        # An interrupted run: config.json is written before the first epoch, history.json at the end.
+        from fmnist import checkpoint
+
+        stored = checkpoint.read_run_config(run_dir)
+        return RunFiles(run_dir, None, metrics, None, stored_config=stored.config.to_dict())
     if metadata is None and history is None:
         raise CheckpointError(
             f"{run_dir}: neither {artifacts.METADATA_FILE} nor {HISTORY_JSON} found; "
@@ -136,7 +144,7 @@ def _created(run: RunFiles) -> dt.datetime:
 def summarize_run(run: RunFiles) -> dict[str, Any]:
     """Return one row of the runs table: date, configuration, epochs and metrics of ``run``."""
     metadata = run.metadata or {}
-    config = metadata.get("config") if isinstance(metadata.get("config"), dict) else {}
+    config = metadata.get("config") if isinstance(metadata.get("config"), dict) else (run.stored_config or {})
     scores = metadata.get("metrics") if isinstance(metadata.get("metrics"), dict) else {}
     history = run.history or []
 
