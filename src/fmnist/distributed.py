@@ -1,6 +1,6 @@
 """Devices and multi-process training with ``torch.distributed``.
 
-A run started by ``torchrun`` sees the environment variables ``WORLD_SIZE``,
+A process started by ``torchrun`` gets the environment variables ``WORLD_SIZE``,
 ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; each process then
 trains a ``DistributedDataParallel`` replica on its own shard of the data. The
 batch size and learning rate are global: with N processes each one steps over
