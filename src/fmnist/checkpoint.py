@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,25 +69,14 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     Raises CheckpointError when the file contains objects other than tensors and plain
     containers, is truncated, or is missing a key that resuming needs.
     """
-    import torch
+    from fmnist.model_io import load_weights_only
 
     path = Path(path)
     if not path.exists():
         return None
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's own message advises weights_only=False, which would run the file's code.
-        raise CheckpointError(
-            f"{path}: refused to load, the file holds objects other than tensors (torch.load with "
-            f"weights_only=True rejected it); "
-            f"delete it to restart the run from epoch 1"
-        ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError) as error:
-        raise CheckpointError(
-            f"{path}: checkpoint is truncated or corrupt ({_first_line(error)}); "
-            f"delete it to restart the run from epoch 1"
-        ) from None
+
+    restart = "delete it to restart the run from epoch 1"
+    loaded = load_weights_only(path, "checkpoint", restart, restart)
 
     if not isinstance(loaded, dict) or loaded.get("format_version") != FORMAT_VERSION:
         version = loaded.get("format_version") if isinstance(loaded, dict) else None
@@ -104,11 +92,6 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
             f"delete it to restart the run from epoch 1"
         )
     return loaded
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def remove_temporary_files(run_dir: Path) -> list[Path]:

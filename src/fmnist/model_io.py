@@ -74,21 +74,32 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return clean_state_dict(state)
 
 
-def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
+def load_weights_only(path: Path, what: str, fix: str, refused_fix: str) -> Any:
+    """Load a ``torch.save`` file on the CPU with ``weights_only=True``, so no code in it runs.
+
+    A file that holds other objects raises CheckpointError ending in ``refused_fix``; a
+    truncated or corrupt one raises CheckpointError naming ``what`` and ending in ``fix``.
+    """
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message advises weights_only=False, which would run the file's code.
         raise CheckpointError(
             f"{path}: refused to load, the file holds objects other than tensors (torch.load with "
-            f"weights_only=True rejected it); "
-            f"only load models from sources you trust, and re-save them as safetensors"
+            f"weights_only=True rejected it); {refused_fix}"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"{path}: model file is truncated or corrupt ({first_line}); train again or restore it from a backup"
-        ) from None
+        raise CheckpointError(f"{path}: {what} is truncated or corrupt ({first_line}); {fix}") from None
+
+
+def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
+    loaded = load_weights_only(
+        path,
+        "model file",
+        "train again or restore it from a backup",
+        "only load models from sources you trust, and re-save them as safetensors",
+    )
     if isinstance(loaded, dict) and "model" in loaded and isinstance(loaded["model"], dict):
         loaded = loaded["model"]  # a training checkpoint: take the model's state dict
     if not isinstance(loaded, dict) or not all(isinstance(value, torch.Tensor) for value in loaded.values()):
