@@ -1,7 +1,7 @@
 """Files of a run directory: atomic writes, the saved model and its metadata.
 
 The weights are stored as safetensors, which holds only tensors and loads without
-executing code. ``model.json`` says how they were made: format version,
+executing code. ``model.json`` records how they were made: format version,
 architecture, normalisation, class names, configuration, data digests and metrics.
 """
 

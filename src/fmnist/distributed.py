@@ -1,7 +1,7 @@
 """Devices and multi-process training with ``torch.distributed``.
 
 A process started by ``torchrun`` gets the environment variables ``WORLD_SIZE``,
-``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; each process then
+``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``. Each process then
 trains a ``DistributedDataParallel`` replica on its own shard of the data. The
 batch size and learning rate are global: with N processes each one steps over
 ``batch_size / N`` images, and DDP averages the gradients, so one optimizer step

@@ -16,7 +16,7 @@ HISTORY_CSV = "history.csv"
 
 @dataclass
 class EpochRecord:
-    """What one epoch measured. ``step`` counts optimizer updates from 0 at the end of the epoch."""
+    """The measurements of one epoch. ``step`` is the count of optimizer updates at the end of the epoch."""
 
     epoch: int
     step: int

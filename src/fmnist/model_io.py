@@ -74,11 +74,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return clean_state_dict(state)
 
 
-def load_weights_only(path: Path, what: str, fix: str, refused_fix: str) -> Any:
+def load_weights_only(path: Path, file_kind: str, fix: str, rejected_fix: str) -> Any:
     """Load a ``torch.save`` file on the CPU with ``weights_only=True``, so no code in it runs.
 
-    A file that holds other objects raises CheckpointError ending in ``refused_fix``; a
-    truncated or corrupt one raises CheckpointError naming ``what`` and ending in ``fix``.
+    A file that contains other objects raises CheckpointError ending in ``rejected_fix``.
+    A truncated or corrupt one raises CheckpointError naming ``file_kind`` and ending in ``fix``.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -86,11 +86,11 @@ def load_weights_only(path: Path, what: str, fix: str, refused_fix: str) -> Any:
         # torch's own message advises weights_only=False, which would run the file's code.
         raise CheckpointError(
             f"{path}: refused to load, the file holds objects other than tensors (torch.load with "
-            f"weights_only=True rejected it); {refused_fix}"
+            f"weights_only=True rejected it); {rejected_fix}"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: {what} is truncated or corrupt ({first_line}); {fix}") from None
+        raise CheckpointError(f"{path}: {file_kind} is truncated or corrupt ({first_line}); {fix}") from None
 
 
 def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:

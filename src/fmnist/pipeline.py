@@ -89,7 +89,7 @@ def resume_hint(run_dir: Path):
 
 
 def prepare_data_dir(data_dir: Path | None, *, offline: bool, show_progress: bool = False) -> Path:
-    """Resolve the data directory and make sure it holds the four files, downloading unless offline.
+    """Resolve the data directory and make sure it contains the four files, downloading unless offline.
 
     A directory that contains Kaggle's two CSV files instead of the four IDX files is
     used as it is, without downloading.
@@ -229,7 +229,7 @@ def set_threads(threads: int | None) -> int:
 
 
 def train(config: TrainConfig, *, progress: bool = False, tensorboard: bool = False) -> dict[str, Any] | None:
-    """Run the main job and return a summary; the run directory holds everything it wrote.
+    """Run the main job and return a summary. The run directory contains everything it wrote.
 
     Under torchrun, processes of rank 1 and higher train without writing and return None.
 

@@ -139,8 +139,8 @@ def evaluate_shard(
 ) -> tuple[float, np.ndarray]:
     """Return the mean loss and the confusion matrix of ``dataset``, summed over every process.
 
-    Each process evaluates every ``world_size``-th sample from its rank on; the sums of
-    the loss, the sample count and the confusion matrix are then reduced over all
+    Each process evaluates every ``world_size``-th sample, starting at its rank. The sums
+    of the loss, the sample count and the confusion matrix are then reduced over all
     processes, so every process returns the metrics of the whole dataset.
     """
     model.eval()
@@ -168,7 +168,7 @@ class ShardedBatches:
     function of the seed and the epoch) and trains on its own disjoint part of it (see
     :func:`fmnist.distributed.shard_indices`). The normalised split is copied to the
     device once when it fits there, so a batch is one indexing call with no copy from
-    the host; otherwise each batch is copied to the device.
+    the host. Otherwise each batch is copied to the device.
     """
 
     def __init__(
@@ -215,8 +215,8 @@ class ShardedBatches:
 
 def _fits_on(device: torch.device, size: int) -> bool:
     # Keep at least half of the free memory for the model, activations and optimizer.
-    # NOTE: the CUDA paths here and in DDP with NCCL have only run in CPU tests so far;
-    # the tests marked gpu check them on a machine with a GPU.
+    # NOTE: the CUDA paths here and in DDP with NCCL have run only in CPU tests. The
+    # tests marked gpu check them on a machine with a GPU.
     if device.type != "cuda":
         return True
     free, _ = torch.cuda.mem_get_info(device)
@@ -225,7 +225,7 @@ def _fits_on(device: torch.device, size: int) -> bool:
 
 @dataclass
 class TrainResult:
-    """What :func:`fit` returns: the best model, its history and how training ended."""
+    """The result of :meth:`Trainer.fit`: the best model, its history and how training ended."""
 
     model: nn.Module
     history: list[EpochRecord]
