@@ -214,3 +214,33 @@ def test_safetensors_records_no_device(run_dir):
             assert set(entry) == {"dtype", "shape", "data_offsets"}, key
     model, _ = model_io.load_model(run_dir)
     assert {parameter.device.type for parameter in model.parameters()} == {"cpu"}
+
+
+def test_non_finite_weights_rejected(tmp_path):
+    model = build_model().eval()
+    with torch.no_grad():
+        model[4].weight[3, 7] = float("nan")
+    directory = tmp_path / "run"
+    directory.mkdir()
+    model_io.save_model(directory, model, metadata())
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(directory)
+    assert str(raised.value) == (
+        f"{directory / 'model.safetensors'}: tensor 4.weight holds NaN or infinite weights; "
+        f"train again or restore the file from a backup"
+    )
+
+
+@pytest.mark.parametrize(
+    ("normalisation", "message"),
+    [
+        ({"mean": float("inf"), "std": 0.35}, "normalisation mean is inf, expected a finite number"),
+        ({"mean": 0.28, "std": float("nan")}, "normalisation std is nan, expected a positive finite number"),
+        ({"mean": 0.28, "std": 0}, "normalisation std is 0, expected a positive finite number"),
+    ],
+)
+def test_non_finite_normalisation_rejected(run_dir, normalisation, message):
+    (run_dir / "model.json").write_text(json.dumps(metadata(normalisation=normalisation)))
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(run_dir)
+    assert str(raised.value) == f"{run_dir / 'model.json'}: {message}"

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from fmnist import model_io
-from fmnist.errors import ConfigError
+from fmnist.errors import CheckpointError, ConfigError
 from fmnist.model import build_model
 from fmnist.predict import load_classifier, predict_files
 from test_model_io import metadata
@@ -51,3 +51,34 @@ def test_top_k_out_of_range(run_dir, tmp_path):
     with pytest.raises(ConfigError) as raised:
         predict_files(run_dir, [tmp_path / "x.png"], top_k=11)
     assert str(raised.value) == "--top-k must be between 1 and 10, got 11"
+
+
+def test_bfloat16_weights_rejected(run_dir):
+    from safetensors.torch import save_file
+
+    weights = run_dir / "model.safetensors"
+    state = {key: value.to(torch.bfloat16) for key, value in build_model().state_dict().items()}
+    save_file(state, weights)
+    with pytest.raises(CheckpointError) as raised:
+        load_classifier(run_dir)
+    assert str(raised.value) == (
+        f"{weights}: model file holds BF16 tensors, which predict cannot read; "
+        f"save the weights as float32, as 'fmnist train' does"
+    )
+
+
+def test_infinite_weights_rejected_in_cli(run_dir, tmp_path, capsys):
+    from fmnist.cli import main
+
+    model = build_model().eval()
+    with torch.no_grad():
+        model[7].bias[0] = float("inf")
+    model_io.save_model(run_dir, model, metadata())
+    image = tmp_path / "one.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(image)
+    code = main(["predict", str(run_dir), str(image), "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: {run_dir / 'model.safetensors'}: tensor 7.bias holds NaN or infinite weights; "
+        f"train again or restore the file from a backup\n"
+    )

@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fmnist.architecture import ARCHITECTURE, STATE_SHAPES
 from fmnist.errors import CheckpointError
@@ -131,12 +134,27 @@ def read_metadata(path: Path) -> dict[str, Any]:
         isinstance(normalisation.get(key), (int, float)) for key in ("mean", "std")
     ):
         raise CheckpointError(f"{path}: normalisation mean and std are missing; the file is damaged")
-    if not normalisation["std"] > 0:
-        raise CheckpointError(f"{path}: normalisation std is {normalisation['std']}, expected a positive number")
+    if not math.isfinite(normalisation["mean"]):
+        raise CheckpointError(f"{path}: normalisation mean is {normalisation['mean']}, expected a finite number")
+    if not (math.isfinite(normalisation["std"]) and normalisation["std"] > 0):
+        raise CheckpointError(f"{path}: normalisation std is {normalisation['std']}, expected a positive finite number")
     class_names = metadata.get("class_names")
     if not (isinstance(class_names, list) and len(class_names) == 10 and all(isinstance(n, str) for n in class_names)):
         raise CheckpointError(f"{path}: class_names must be a list of 10 names; the file is damaged")
     return metadata
+
+
+def check_finite_weights(weights: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError naming the first tensor of ``weights`` that holds NaN or infinity.
+
+    ``weights`` maps parameter names to numpy arrays or torch tensors. A model with such
+    a weight would give NaN probabilities for every image instead of failing.
+    """
+    for key in sorted(weights):
+        if not np.isfinite(np.asarray(weights[key], dtype=np.float32)).all():
+            raise CheckpointError(
+                f"{path}: tensor {key} holds NaN or infinite weights; train again or restore the file from a backup"
+            )
 
 
 def check_state_shapes(shapes: dict[str, tuple[int, ...]], path: Path) -> None:

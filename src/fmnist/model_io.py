@@ -120,5 +120,6 @@ def load_model(model_path: Path) -> tuple[nn.Sequential, dict[str, Any]]:
     model = build_model(dropout=float(metadata.get("architecture", {}).get("dropout", 0.0)))
     check_state_dict(state, weights_path)
     model.load_state_dict(state)
+    artifacts.check_finite_weights(model.state_dict(), weights_path)
     model.eval()
     return model, metadata

@@ -61,6 +61,12 @@ def load_classifier(model_path: Path) -> NumpyClassifier:
         raw = load_safetensors_bytes(weights_path.read_bytes())
     except FileNotFoundError:
         raise CheckpointError(f"{weights_path}: model file not found; pass a run directory written by 'fmnist train'") from None
+    except KeyError as error:
+        # safetensors.numpy raises KeyError with the dtype name for dtypes numpy lacks, such as BF16.
+        raise CheckpointError(
+            f"{weights_path}: model file holds {error.args[0] if error.args else 'unknown'} tensors, which predict "
+            f"cannot read; save the weights as float32, as 'fmnist train' does"
+        ) from None
     except (SafetensorError, ValueError, OSError) as error:
         raise CheckpointError(
             f"{weights_path}: model file is truncated or corrupt ({error}); train again or restore it from a backup"
@@ -68,6 +74,7 @@ def load_classifier(model_path: Path) -> NumpyClassifier:
 
     weights = {_strip_prefixes(key): np.asarray(value, dtype=np.float32) for key, value in raw.items()}
     artifacts.check_state_shapes({key: value.shape for key, value in weights.items()}, weights_path)
+    artifacts.check_finite_weights(weights, weights_path)
     normalisation = metadata["normalisation"]
     return NumpyClassifier(weights, float(normalisation["mean"]), float(normalisation["std"]), list(metadata["class_names"]))
 
