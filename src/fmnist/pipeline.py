@@ -382,11 +382,13 @@ def _train_into(
     from fmnist import history as history_io
     from fmnist import misclassified, model_io, plots, report
     from fmnist.model import build_model
-    from fmnist.train import Trainer, evaluate_model
+    from fmnist.train import Trainer, evaluate_model, plural
 
     device = device or torch.device("cpu")
     processes = f", {group.world_size} processes ({group.backend})" if group and group.is_distributed else ""
-    logger.info("Run directory %s, data %s, device %s, %d threads%s", run_dir, config.data_dir, device, threads, processes)
+    logger.info(
+        "Run directory %s, data %s, device %s, %s%s", run_dir, config.data_dir, device, plural(threads, "thread"), processes
+    )
     logger.info("Configuration: %s", config.to_dict())
     logger.info(
         "Splits: train %d, val %d, test %d; normalisation mean %.4f std %.4f",

@@ -23,6 +23,11 @@ from fmnist.loading import FashionMNISTDataset, make_loader
 logger = logging.getLogger(__name__)
 
 
+def plural(count: int, noun: str) -> str:
+    """Return ``count`` with ``noun``, adding "s" unless the count is 1: "1 epoch", "2 epochs"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 @dataclass(frozen=True)
 class StopDecision:
     """The outcome of one early-stopping update, with the numbers behind it."""
@@ -57,9 +62,9 @@ class EarlyStopping:
                 False,
                 True,
                 f"val_loss {val_loss:.4f} has not improved on {self.best_loss:.4f} (epoch {self.best_epoch}) "
-                f"by more than {self.min_delta} for {self.patience} epochs",
+                f"by more than {self.min_delta} for {plural(self.patience, 'epoch')}",
             )
-        return StopDecision(False, False, f"no improvement for {self.epochs_without_improvement} epochs")
+        return StopDecision(False, False, f"no improvement for {plural(self.epochs_without_improvement, 'epoch')}")
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -379,7 +384,7 @@ class Trainer:
                 if decision.stop:
                     self.stop_reason = f"early stopping: {decision.reason}"
                 elif self.epoch >= self.config.epochs:
-                    self.stop_reason = f"reached the maximum of {self.config.epochs} epochs"
+                    self.stop_reason = f"reached the maximum of {plural(self.config.epochs, 'epoch')}"
 
             self._log_epoch(record, improved)
             if self.on_epoch_end:
