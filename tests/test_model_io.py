@@ -226,7 +226,7 @@ def test_non_finite_weights_rejected(tmp_path):
     with pytest.raises(CheckpointError) as raised:
         model_io.load_model(directory)
     assert str(raised.value) == (
-        f"{directory / 'model.safetensors'}: tensor 4.weight holds NaN or infinite weights; "
+        f"{directory / 'model.safetensors'}: tensor 4.weight contains NaN or infinite values; "
         f"train again or restore the file from a backup"
     )
 

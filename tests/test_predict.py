@@ -62,7 +62,7 @@ def test_bfloat16_weights_rejected(run_dir):
     with pytest.raises(CheckpointError) as raised:
         load_classifier(run_dir)
     assert str(raised.value) == (
-        f"{weights}: model file holds BF16 tensors, which predict cannot read; "
+        f"{weights}: model file contains BF16 tensors, which predict cannot read; "
         f"save the weights as float32, as 'fmnist train' does"
     )
 
@@ -79,6 +79,6 @@ def test_infinite_weights_rejected_in_cli(run_dir, tmp_path, capsys):
     code = main(["predict", str(run_dir), str(image), "--quiet"])
     assert code == 2
     assert capsys.readouterr().err == (
-        f"error: {run_dir / 'model.safetensors'}: tensor 7.bias holds NaN or infinite weights; "
+        f"error: {run_dir / 'model.safetensors'}: tensor 7.bias contains NaN or infinite values; "
         f"train again or restore the file from a backup\n"
     )

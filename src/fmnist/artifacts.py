@@ -145,7 +145,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def check_finite_weights(weights: dict[str, Any], path: Path) -> None:
-    """Raise CheckpointError naming the first tensor of ``weights`` that holds NaN or infinity.
+    """Raise CheckpointError naming the first tensor of ``weights`` that contains NaN or infinity.
 
     ``weights`` maps parameter names to numpy arrays or torch tensors. A model with such
     a weight would give NaN probabilities for every image instead of failing.
@@ -153,7 +153,7 @@ def check_finite_weights(weights: dict[str, Any], path: Path) -> None:
     for key in sorted(weights):
         if not np.isfinite(np.asarray(weights[key], dtype=np.float32)).all():
             raise CheckpointError(
-                f"{path}: tensor {key} holds NaN or infinite weights; train again or restore the file from a backup"
+                f"{path}: tensor {key} contains NaN or infinite values; train again or restore the file from a backup"
             )
 
 

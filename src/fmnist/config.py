@@ -36,7 +36,7 @@ PRESET_FIELDS = (
 PRESETS: dict[str, dict[str, Any]] = {
     # The most accurate recipe found: random shifts of up to 1 pixel, which only pay off over
     # many epochs and with little dropout. On the real data, about 92% test accuracy in 200
-    # epochs, which took about 3.5 minutes on 2 CPU cores (docs/benchmarks.md).
+    # epochs, which took about 3 minutes on 2 CPU cores (docs/benchmarks.md).
     "best": {
         "epochs": 200,
         "batch_size": 256,

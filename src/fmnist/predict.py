@@ -64,7 +64,7 @@ def load_classifier(model_path: Path) -> NumpyClassifier:
     except KeyError as error:
         # safetensors.numpy raises KeyError with the dtype name for dtypes numpy lacks, such as BF16.
         raise CheckpointError(
-            f"{weights_path}: model file holds {error.args[0] if error.args else 'unknown'} tensors, which predict "
+            f"{weights_path}: model file contains {error.args[0] if error.args else 'unknown'} tensors, which predict "
             f"cannot read; save the weights as float32, as 'fmnist train' does"
         ) from None
     except (SafetensorError, ValueError, OSError) as error:
