@@ -125,3 +125,15 @@ def test_progress_bars_on_terminal(tmp_path: Path, data_dir: Path) -> None:
 @pytest.mark.slow
 def test_quiet_hides_progress_bars_on_terminal(tmp_path: Path, data_dir: Path) -> None:
     assert run_on_terminal(train_args(data_dir, tmp_path / "run", "--quiet"), tmp_path) == ""
+
+
+def test_unofficial_files_reported_once_online(tmp_path: Path, data_dir: Path, capsys) -> None:
+    # Every file is present, so the run downloads nothing, but without --offline it checks them first.
+    args = [arg for arg in train_args(data_dir, tmp_path / "run") if arg != "--offline"]
+    assert main(args) == 0
+
+    lines = capsys.readouterr().err.splitlines()
+    train_images = data_dir / "train-images-idx3-ubyte.gz"
+    mentions = [line for line in lines if str(train_images) in line]
+    assert len(mentions) == 1
+    assert mentions[0].startswith(f"{train_images} is not the official release file (MD5 ")

@@ -245,6 +245,7 @@ def download_dataset(
     show_progress: bool = False,
     validate: Callable[[Path], None] | None = None,
     force: bool = False,
+    log_supplied: bool = True,
 ) -> list[Path]:
     """Make sure every file of ``spec`` is in ``data_dir``, downloading only the missing ones.
 
@@ -254,6 +255,8 @@ def download_dataset(
     the file is renamed to "<name>.invalid" and the official file is downloaded. Without
     ``validate`` such a file is accepted as it is. Other exceptions from ``validate``
     propagate. ``force`` downloads every file again. ``mirrors`` defaults to ``spec.mirrors``.
+    With ``log_supplied=False``, a supplied file that passes ``validate`` is logged at DEBUG
+    instead of INFO, for callers that report unofficial files themselves when they load them.
 
     Returns the path of each file in the order of ``spec.files``. Raises DownloadError
     when a file is missing and no mirror delivers it.
@@ -264,7 +267,7 @@ def download_dataset(
 
     paths = []
     for data_file in spec.files:
-        present = None if force else _find_usable(data_dir, data_file, validate)
+        present = None if force else _find_usable(data_dir, data_file, validate, log_supplied)
         if present is None:
             present = fetch_file(
                 data_file, data_dir, mirrors, timeout=timeout, retries=retries, show_progress=show_progress
@@ -273,7 +276,9 @@ def download_dataset(
     return paths
 
 
-def _find_usable(data_dir: Path, data_file: DataFile, validate: Callable[[Path], None] | None) -> Path | None:
+def _find_usable(
+    data_dir: Path, data_file: DataFile, validate: Callable[[Path], None] | None, log_supplied: bool = True
+) -> Path | None:
     """Return the present file for ``data_file`` that can be used, moving invalid ones aside."""
     for path in _candidate_paths(data_dir, data_file):
         if not path.is_file():
@@ -296,7 +301,8 @@ def _find_usable(data_dir: Path, data_file: DataFile, validate: Callable[[Path],
             logger.warning("%s is invalid (%s): moved it to %s", path, err, invalid_path.name)
             continue
 
-        logger.info("Using %s as supplied: its MD5 %s is not the official one, format is valid", path, digest)
+        level = logging.INFO if log_supplied else logging.DEBUG
+        logger.log(level, "Using %s as supplied: its MD5 %s is not the official one, format is valid", path, digest)
         return path
     return None
 
