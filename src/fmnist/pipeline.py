@@ -102,7 +102,7 @@ def prepare_data_dir(data_dir: Path | None, *, offline: bool, show_progress: boo
     if offline:
         data.require_data_files(resolved)
         return resolved
-    # Loading the splits logs each unofficial file once more, so the download step does not.
+    # load_split logs each unofficial file when it loads it, so the download step logs it at DEBUG.
     download.download_dataset(
         resolved, FASHION_MNIST, show_progress=show_progress, validate=_validate_with_cache, log_supplied=False
     )
