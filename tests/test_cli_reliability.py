@@ -464,3 +464,15 @@ def test_empty_test_split_rejected_before_training(tmp_path, capsys):
         f"hold no samples; use the complete test files\n"
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_overflowing_lr_rejected_before_training(tmp_path, data_dir, capsys):
+    run_dir = tmp_path / "r"
+    code = main(["train", "--data-dir", str(data_dir), "--offline", "--output-dir", str(run_dir), "--lr", "1e38",
+                 "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "error: invalid options: --lr 1e+38 is too large: Adam's first step size lr / (1 - beta1) = 1e+39 does not "
+        "fit in a float32; use a learning rate below 3.4e+37\n"
+    )
+    assert not run_dir.exists()

@@ -58,6 +58,10 @@ def test_to_dict_is_json_ready(tmp_path):
         ({"augment_shift": -1}, "--augment-shift must be between 0 and 8 pixels, got -1"),
         ({"augment_shift": 9}, "--augment-shift must be between 0 and 8 pixels, got 9"),
         ({"preset": "fastest"}, "--preset must be one of best, got 'fastest'"),
+        ({"lr": 1e38}, "--lr 1e+38 is too large: Adam's first step size lr / (1 - beta1) = 1e+39 does not fit in "
+                       "a float32; use a learning rate below 3.4e+37"),
+        ({"lr": 1e35, "betas": (0.999999, 0.999)}, "--lr 1e+35 is too large: Adam's first step size lr / (1 - beta1) "
+                                                    "= 1e+41 does not fit in a float32; use a learning rate below 3.4e+32"),
     ],
 )
 def test_invalid_recipe_option_message(changes, message):
@@ -97,3 +101,14 @@ def test_unset_settings_keep_preset_or_default():
 
 def test_no_preset_gives_defaults():
     assert TrainConfig.from_preset(None, lr=None) == TrainConfig()
+
+
+def test_largest_valid_lr_trains_one_step():
+    import torch
+
+    config = TrainConfig(lr=3e37)
+    config.validate()
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.Adam([weight], lr=config.lr, betas=config.betas)
+    weight.sum().backward()
+    optimizer.step()

@@ -14,6 +14,8 @@ MAX_AUGMENT_SHIFT = 8
 PRECISIONS = ("fp32", "bf16")
 # torch crashes (segmentation fault) when asked for tens of thousands of threads.
 MAX_THREADS = 512
+# The largest finite float32. Adam's step size is passed to float32 tensors as a float32.
+FLOAT32_MAX = 3.4028234663852886e38
 
 # The TrainConfig fields that a preset may set: the recipe, but not the data, the seed or the paths.
 PRESET_FIELDS = (
@@ -130,6 +132,7 @@ class TrainConfig:
         for beta in self.betas:
             if not (_finite(beta) and 0 <= beta < 1):
                 yield f"--betas must each be in [0, 1), got {beta}"
+        yield from self._step_size_problems()
         if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
             yield f"--threads must be between 1 and {MAX_THREADS}, got {self.threads}"
         if not 0 <= self.seed < 2**32:
@@ -142,6 +145,20 @@ class TrainConfig:
             yield f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
         if self.preset is not None and self.preset not in PRESETS:
             yield f"--preset must be one of {', '.join(sorted(PRESETS))}, got {self.preset!r}"
+
+    def _step_size_problems(self):
+        # Adam's first step size is lr / (1 - beta1), the largest of the run because the
+        # bias correction grows towards 1. torch raises a RuntimeError in the first
+        # optimizer step when it does not fit in a float32.
+        beta1 = self.betas[0] if self.betas else 0.0
+        if not (_finite(self.lr) and self.lr > 0 and _finite(beta1) and 0 <= beta1 < 1):
+            return
+        step_size = self.lr / (1 - beta1)
+        if step_size >= FLOAT32_MAX:
+            yield (
+                f"--lr {self.lr} is too large: Adam's first step size lr / (1 - beta1) = {step_size:.3g} "
+                f"does not fit in a float32; use a learning rate below {FLOAT32_MAX * (1 - beta1):.3g}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as JSON-ready values (paths as strings)."""
