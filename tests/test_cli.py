@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fmnist import artifacts
 from fmnist.cli import main
 from synthetic import make_dataset, make_images
 
@@ -43,6 +44,8 @@ def trained(tmp_path_factory):
 def test_train_writes_run_directory(trained):
     _, run_dir = trained
     assert {path.name for path in run_dir.iterdir()} >= RUN_FILES
+    # export and compare refuse to overwrite these names, so the list must name every file a run writes.
+    assert {path.name for path in run_dir.iterdir()} == artifacts.RUN_FILES
     metadata = json.loads((run_dir / "model.json").read_text())
     assert metadata["format_version"] == 1
     assert metadata["architecture"]["name"] == "mlp-784-300-200-10"

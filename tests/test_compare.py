@@ -112,3 +112,22 @@ def test_compare_missing_output_directory(two_runs, tmp_path):
     assert str(raised.value) == (
         f"--output {output}: directory {tmp_path / 'plots'} does not exist; create it or choose another file"
     )
+
+
+@pytest.mark.parametrize("name", ["history.png", "model.safetensors"])
+def test_compare_refuses_run_files(two_runs, name):
+    output = two_runs[0] / name
+    output.write_bytes(b"the run's own file")
+    with pytest.raises(ConfigError) as raised:
+        compare.compare_runs(two_runs, output)
+    assert str(raised.value) == (
+        f"--output {output}: this is the {name} of the run directory {two_runs[0]}, and writing it would "
+        f"replace the run's own file; choose another file name"
+    )
+    assert output.read_bytes() == b"the run's own file"
+
+
+def test_compare_writes_new_file_in_run_directory(two_runs):
+    output = two_runs[0] / "compare.png"
+    compare.compare_runs(two_runs, output)
+    assert Image.open(output).format == "PNG"

@@ -212,3 +212,17 @@ def test_cli_export_needs_format(run_dir: Path, capsys) -> None:
         main(["export", str(run_dir)])
     assert raised.value.code == 2
     assert "the following arguments are required: --format" in capsys.readouterr().err
+
+
+def test_cli_export_refuses_model_file(run_dir: Path, capsys) -> None:
+    weights = run_dir / "model.safetensors"
+    before = weights.read_bytes()
+
+    code = main(["export", str(run_dir), "--format", "torchscript", "--output", str(weights)])
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: --output {weights}: this is the model.safetensors of the run directory {run_dir}, and writing it "
+        f"would replace the run's own file; choose another file name\n"
+    )
+    assert weights.read_bytes() == before

@@ -20,11 +20,17 @@ from typing import Any
 import numpy as np
 
 from fmnist.architecture import ARCHITECTURE, STATE_SHAPES
-from fmnist.errors import CheckpointError
+from fmnist.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
+# Every file that 'fmnist train' writes into a run directory.
+RUN_FILES = frozenset({
+    WEIGHTS_FILE, METADATA_FILE, "metrics.json", "history.json", "history.csv", "history.png",
+    "confusion_matrix.png", "report.html", "misclassified.npz", "config.json", "config.toml",
+    "checkpoint.pt", "train.log",
+})
 
 
 @functools.cache
@@ -142,6 +148,23 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not (isinstance(class_names, list) and len(class_names) == 10 and all(isinstance(n, str) for n in class_names)):
         raise CheckpointError(f"{path}: class_names must be a list of 10 names; the file is damaged")
     return metadata
+
+
+def check_not_run_file(output: Path, option: str = "--output") -> None:
+    """Raise ConfigError when ``output`` is an existing file of a run directory, such as its model.
+
+    A directory counts as a run directory when it contains model.json or config.json.
+    Commands that write a file the user names call this first, so that a mistyped
+    ``--output`` cannot replace a run's own files.
+    """
+    output = Path(output)
+    directory = output.parent
+    is_run_directory = (directory / METADATA_FILE).is_file() or (directory / "config.json").is_file()
+    if output.name in RUN_FILES and is_run_directory and output.exists():
+        raise ConfigError(
+            f"{option} {output}: this is the {output.name} of the run directory {directory}, "
+            f"and writing it would replace the run's own file; choose another file name"
+        )
 
 
 def check_finite_weights(weights: dict[str, Any], path: Path) -> None:

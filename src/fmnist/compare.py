@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import runs
+from fmnist.artifacts import check_not_run_file
 from fmnist.errors import CheckpointError, ConfigError
 from fmnist.history import HISTORY_JSON
 
@@ -49,6 +50,7 @@ def compare_runs(run_dirs: Sequence[Path], output: Path = DEFAULT_OUTPUT) -> dic
     output = Path(output)
     if not output.parent.is_dir():
         raise ConfigError(f"--output {output}: directory {output.parent} does not exist; create it or choose another file")
+    check_not_run_file(output)
     loaded = [runs.read_run(Path(run_dir)) for run_dir in run_dirs]
     for run in loaded:
         if not run.history:

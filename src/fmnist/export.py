@@ -18,7 +18,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from fmnist.artifacts import atomic_path
+from fmnist.artifacts import atomic_path, check_not_run_file
 from fmnist.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def export_model(model_path: Path, export_format: str, output: Path | None = Non
     from fmnist import deployable
 
     output = Path(output) if output is not None else default_output(model_path, export_format)
+    check_not_run_file(output)
     model, metadata = deployable.deployable_model(model_path)
 
     output.parent.mkdir(parents=True, exist_ok=True)
