@@ -244,3 +244,12 @@ def test_non_finite_normalisation_rejected(run_dir, normalisation, message):
     with pytest.raises(CheckpointError) as raised:
         model_io.load_model(run_dir)
     assert str(raised.value) == f"{run_dir / 'model.json'}: {message}"
+
+
+def test_deeply_nested_metadata(run_dir):
+    (run_dir / "model.json").write_text("[" * 100_000)
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(run_dir)
+    assert str(raised.value) == (
+        f"{run_dir / 'model.json'}: model metadata cannot be read (nested too deeply); the file is damaged"
+    )

@@ -108,6 +108,9 @@ def read_json(path: Path, what: str) -> Any:
         raise CheckpointError(f"{path}: {what} not found; is this a run directory written by 'fmnist train'?") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: {what} cannot be read ({error}); the file is damaged") from None
+    except RecursionError:
+        # The json module recurses once per nesting level, so thousands of nested arrays exhaust the stack.
+        raise CheckpointError(f"{path}: {what} cannot be read (nested too deeply); the file is damaged") from None
 
 
 def resolve_model_paths(model: Path) -> tuple[Path, Path]:
