@@ -476,3 +476,16 @@ def test_overflowing_lr_rejected_before_training(tmp_path, data_dir, capsys):
         "fit in a float32; use a learning rate below 3.4e+37\n"
     )
     assert not run_dir.exists()
+
+
+def test_output_dir_name_not_utf8(tmp_path, data_dir, capsys):
+    import os
+
+    run_dir = tmp_path / os.fsdecode(b"run-\xff")
+    code = main(["train", "--data-dir", str(data_dir), "--offline", "--output-dir", str(run_dir), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "Logging error" not in err
+    assert "Could not write" not in err
+    assert "run-\\udcff" in (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "run-\\udcff" in (run_dir / "train.log").read_text(encoding="utf-8")

@@ -78,8 +78,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` as UTF-8 to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` as UTF-8 to ``path`` atomically.
+
+    File names that are not valid UTF-8 reach ``text`` as surrogate escapes, which are
+    written as backslash escapes (``\\udcff``) because UTF-8 cannot encode them.
+    """
+    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def atomic_write_json(path: Path, value: Any) -> None:

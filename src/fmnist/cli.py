@@ -194,10 +194,21 @@ def _describe_presets() -> str:
     return "; ".join(recipes)
 
 
+class _EscapingFormatter(logging.Formatter):
+    """A formatter that writes surrogate escapes as backslash escapes.
+
+    File names that are not valid UTF-8 reach messages as surrogate escapes. A stream
+    with strict errors, such as stderr under some test runners, cannot write those.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
 def configure_logging(quiet: bool, verbose: bool) -> None:
     """Send the library's log records to stderr at the level the options ask for."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_EscapingFormatter("%(message)s"))
     if quiet or os.environ.get("RANK", "0") != "0":
         # Under torchrun only rank 0 reports progress; the other processes show warnings and errors.
         handler.setLevel(logging.WARNING)

@@ -61,7 +61,9 @@ def run_log(run_dir: Path, earlier_records: list[logging.LogRecord] = ()):
     covers the checks and data loading that ran before the run directory existed.
     """
     package_logger = logging.getLogger("fmnist")
-    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    # Paths that are not valid UTF-8 reach the messages as surrogate escapes, which strict
+    # UTF-8 cannot encode; backslashreplace writes them as \udcff and so on.
+    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8", errors="backslashreplace")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     for record in earlier_records:
