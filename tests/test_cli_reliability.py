@@ -489,3 +489,27 @@ def test_output_dir_name_not_utf8(tmp_path, data_dir, capsys):
     assert "Could not write" not in err
     assert "run-\\udcff" in (run_dir / "report.html").read_text(encoding="utf-8")
     assert "run-\\udcff" in (run_dir / "train.log").read_text(encoding="utf-8")
+
+
+def test_evaluate_overflowing_model_rejected(trained_run, tmp_path, capsys):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    state = load_file(run_dir / "model.safetensors")
+    state["1.bias"] = torch.full((300,), 3e38)
+    state["4.weight"] = torch.full((200, 300), 3e38)
+    save_file(state, run_dir / "model.safetensors")
+    plot_before = (run_dir / "confusion_matrix.png").read_bytes()
+
+    data_dir = trained_run.parent / "data"
+    code = main(["evaluate", str(run_dir), "--data-dir", str(data_dir), "--offline", "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: {run_dir}: the model gives NaN or infinite outputs on the test split, so its weights are damaged; "
+        f"train again or restore the run from a backup\n"
+    )
+    assert (run_dir / "confusion_matrix.png").read_bytes() == plot_before

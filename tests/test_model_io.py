@@ -234,16 +234,22 @@ def test_non_finite_weights_rejected(tmp_path):
 @pytest.mark.parametrize(
     ("normalisation", "message"),
     [
-        ({"mean": float("inf"), "std": 0.35}, "normalisation mean is inf, expected a finite number"),
-        ({"mean": 0.28, "std": float("nan")}, "normalisation std is nan, expected a positive finite number"),
-        ({"mean": 0.28, "std": 0}, "normalisation std is 0, expected a positive finite number"),
+        ({"mean": float("inf"), "std": 0.35}, "normalisation mean is inf, expected a number between 0 and 1"),
+        ({"mean": 1e300, "std": 0.35}, "normalisation mean is 1e+300, expected a number between 0 and 1"),
+        ({"mean": 10**400, "std": 0.35},
+         f"normalisation mean is {str(10**400)[:37]}..., expected a number between 0 and 1"),
+        ({"mean": 0.28, "std": float("nan")}, "normalisation std is nan, expected a number between 1e-07 and 1"),
+        ({"mean": 0.28, "std": 0}, "normalisation std is 0, expected a number between 1e-07 and 1"),
+        ({"mean": 0.28, "std": 1e-300}, "normalisation std is 1e-300, expected a number between 1e-07 and 1"),
+        ({"mean": True, "std": 0.35}, "normalisation mean is True, expected a number"),
+        ({"mean": 0.28, "std": "0.35"}, "normalisation std is '0.35', expected a number"),
     ],
 )
 def test_non_finite_normalisation_rejected(run_dir, normalisation, message):
     (run_dir / "model.json").write_text(json.dumps(metadata(normalisation=normalisation)))
     with pytest.raises(CheckpointError) as raised:
         model_io.load_model(run_dir)
-    assert str(raised.value) == f"{run_dir / 'model.json'}: {message}"
+    assert str(raised.value) == f"{run_dir / 'model.json'}: {message}; the file is damaged"
 
 
 def test_deeply_nested_metadata(run_dir):

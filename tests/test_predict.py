@@ -82,3 +82,53 @@ def test_infinite_weights_rejected_in_cli(run_dir, tmp_path, capsys):
         f"error: {run_dir / 'model.safetensors'}: tensor 7.bias contains NaN or infinite values; "
         f"train again or restore the file from a backup\n"
     )
+
+
+def save_weights(run_dir, state):
+    from safetensors.torch import save_file
+
+    save_file({key: value.contiguous() for key, value in state.items()}, run_dir / "model.safetensors")
+
+
+def test_empty_weights_message_matches_evaluate(run_dir):
+    (run_dir / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError) as raised:
+        load_classifier(run_dir)
+    assert str(raised.value) == f"{run_dir / 'model.safetensors'}: model file is empty; train again or restore it from a backup"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.to(torch.int32), "tensor 1.weight has dtype int32, expected floating-point weights"),
+        (lambda t: t.double() * 1e300, "tensor 1.weight has values beyond the float32 range"),
+    ],
+)
+def test_unusable_weight_types_rejected(run_dir, change, message):
+    state = build_model().state_dict()
+    state["1.weight"] = change(state["1.weight"])
+    save_weights(run_dir, state)
+    for load in (load_classifier, model_io.load_model):
+        with pytest.raises(CheckpointError) as raised:
+            load(run_dir)
+        assert str(raised.value) == f"{run_dir / 'model.safetensors'}: {message}; train again or restore the file from a backup"
+
+
+def test_overflowing_outputs_give_error_not_nan(run_dir, tmp_path, capsys):
+    from fmnist.cli import main
+
+    # Each weight is a finite float32, but the second layer's sums overflow to infinity, then NaN.
+    state = build_model().state_dict()
+    state["1.bias"] = torch.full((300,), 3e38)
+    state["4.weight"] = torch.full((200, 300), 3e38)
+    save_weights(run_dir, state)
+    image = tmp_path / "one.png"
+    Image.fromarray(np.full((28, 28), 200, dtype=np.uint8)).save(image)
+    code = main(["predict", str(run_dir), str(image), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: {run_dir}: the model gives NaN or infinite outputs, so its weights or normalisation are damaged; "
+        f"train again or restore the run from a backup\n"
+    )

@@ -142,19 +142,42 @@ def read_metadata(path: Path) -> dict[str, Any]:
     name = architecture.get("name") if isinstance(architecture, dict) else None
     if name != ARCHITECTURE:
         raise CheckpointError(f"{path}: architecture {name!r} is not supported, expected {ARCHITECTURE}")
-    normalisation = metadata.get("normalisation")
-    if not isinstance(normalisation, dict) or not all(
-        isinstance(normalisation.get(key), (int, float)) for key in ("mean", "std")
-    ):
-        raise CheckpointError(f"{path}: normalisation mean and std are missing; the file is damaged")
-    if not math.isfinite(normalisation["mean"]):
-        raise CheckpointError(f"{path}: normalisation mean is {normalisation['mean']}, expected a finite number")
-    if not (math.isfinite(normalisation["std"]) and normalisation["std"] > 0):
-        raise CheckpointError(f"{path}: normalisation std is {normalisation['std']}, expected a positive finite number")
+    _check_normalisation(metadata.get("normalisation"), path)
     class_names = metadata.get("class_names")
     if not (isinstance(class_names, list) and len(class_names) == 10 and all(isinstance(n, str) for n in class_names)):
         raise CheckpointError(f"{path}: class_names must be a list of 10 names; the file is damaged")
     return metadata
+
+
+# Normalised pixels are (pixel / 255 - mean) / std, so mean and std are statistics of values
+# in [0, 1]. The std of 8-bit pixels is at least (1 / 255) / sqrt(pixel count) unless every
+# pixel is equal, which is above MIN_PIXEL_STD for up to about 1.5e9 pixels (2 million images).
+MIN_PIXEL_STD = 1e-7
+
+
+def _check_normalisation(normalisation: Any, path: Path) -> None:
+    if not (isinstance(normalisation, dict) and "mean" in normalisation and "std" in normalisation):
+        raise CheckpointError(f"{path}: normalisation mean and std are missing; the file is damaged")
+    for key in ("mean", "std"):
+        value = normalisation[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CheckpointError(f"{path}: normalisation {key} is {_shorten(value)}, expected a number; the file is damaged")
+    # Comparisons also reject NaN, and compare integers of any size without converting them to float.
+    if not 0 <= normalisation["mean"] <= 1:
+        raise CheckpointError(
+            f"{path}: normalisation mean is {_shorten(normalisation['mean'])}, expected a number between 0 and 1; "
+            f"the file is damaged"
+        )
+    if not MIN_PIXEL_STD <= normalisation["std"] <= 1:
+        raise CheckpointError(
+            f"{path}: normalisation std is {_shorten(normalisation['std'])}, expected a number between "
+            f"{MIN_PIXEL_STD} and 1; the file is damaged"
+        )
+
+
+def _shorten(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_not_run_file(output: Path, option: str = "--output") -> None:
@@ -175,15 +198,26 @@ def check_not_run_file(output: Path, option: str = "--output") -> None:
 
 
 def check_finite_weights(weights: dict[str, Any], path: Path) -> None:
-    """Raise CheckpointError naming the first tensor of ``weights`` that contains NaN or infinity.
+    """Raise CheckpointError naming the first tensor of ``weights`` that float32 cannot hold.
 
-    ``weights`` maps parameter names to numpy arrays or torch tensors. A model with such
-    a weight would give NaN probabilities for every image instead of failing.
+    ``weights`` maps parameter names to numpy arrays or CPU torch tensors. A tensor must
+    be of a floating-point type, finite and within the float32 range, because a model
+    with NaN or infinite weights gives NaN probabilities for every image instead of failing.
     """
     for key in sorted(weights):
-        if not np.isfinite(np.asarray(weights[key], dtype=np.float32)).all():
+        values = np.asarray(weights[key])
+        if values.dtype.kind != "f":
+            raise CheckpointError(
+                f"{path}: tensor {key} has dtype {values.dtype}, expected floating-point weights; "
+                f"train again or restore the file from a backup"
+            )
+        if not np.isfinite(values).all():
             raise CheckpointError(
                 f"{path}: tensor {key} contains NaN or infinite values; train again or restore the file from a backup"
+            )
+        if values.size and np.abs(values).max() > np.finfo(np.float32).max:
+            raise CheckpointError(
+                f"{path}: tensor {key} has values beyond the float32 range; train again or restore the file from a backup"
             )
 
 

@@ -119,7 +119,18 @@ def load_model(model_path: Path) -> tuple[nn.Sequential, dict[str, Any]]:
     state = read_state_dict(weights_path)
     model = build_model(dropout=float(metadata.get("architecture", {}).get("dropout", 0.0)))
     check_state_dict(state, weights_path)
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            raise CheckpointError(
+                f"{weights_path}: tensor {key} has dtype {str(tensor.dtype).removeprefix('torch.')}, "
+                f"expected floating-point weights; "
+                f"train again or restore the file from a backup"
+            )
+    # numpy has no bfloat16, and float32 holds every bfloat16 value exactly.
+    artifacts.check_finite_weights(
+        {key: tensor.float() if tensor.dtype == torch.bfloat16 else tensor for key, tensor in state.items()},
+        weights_path,
+    )
     model.load_state_dict(state)
-    artifacts.check_finite_weights(model.state_dict(), weights_path)
     model.eval()
     return model, metadata

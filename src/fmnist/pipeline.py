@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import platform
 import time
@@ -492,6 +493,11 @@ def evaluate(
         test_split.images, test_split.labels, mean=normalisation["mean"], std=normalisation["std"]
     )
     evaluation = evaluate_model(model, test_set)
+    if not math.isfinite(evaluation.loss):
+        raise CheckpointError(
+            f"{model_path}: the model gives NaN or infinite outputs on the test split, so its weights are damaged; "
+            f"train again or restore the run from a backup"
+        )
     summary = metrics.summarize(evaluation.labels, evaluation.predictions, metadata["class_names"])
 
     if plot_path is None:

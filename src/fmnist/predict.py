@@ -58,7 +58,10 @@ def load_classifier(model_path: Path) -> NumpyClassifier:
         )
     try:
         artifacts.check_not_special(weights_path, "model file")
-        raw = load_safetensors_bytes(weights_path.read_bytes())
+        data = weights_path.read_bytes()
+        if not data:
+            raise CheckpointError(f"{weights_path}: model file is empty; train again or restore it from a backup")
+        raw = load_safetensors_bytes(data)
     except FileNotFoundError:
         raise CheckpointError(f"{weights_path}: model file not found; pass a run directory written by 'fmnist train'") from None
     except KeyError as error:
@@ -72,9 +75,10 @@ def load_classifier(model_path: Path) -> NumpyClassifier:
             f"{weights_path}: model file is truncated or corrupt ({error}); train again or restore it from a backup"
         ) from None
 
-    weights = {_strip_prefixes(key): np.asarray(value, dtype=np.float32) for key, value in raw.items()}
+    weights = {_strip_prefixes(key): value for key, value in raw.items()}
     artifacts.check_state_shapes({key: value.shape for key, value in weights.items()}, weights_path)
     artifacts.check_finite_weights(weights, weights_path)
+    weights = {key: value.astype(np.float32) for key, value in weights.items()}
     normalisation = metadata["normalisation"]
     return NumpyClassifier(weights, float(normalisation["mean"]), float(normalisation["std"]), list(metadata["class_names"]))
 
@@ -116,7 +120,13 @@ def predict_files(model_path: Path, paths: list[Path], *, invert: str = "auto", 
     if not images:
         return results
 
-    probabilities = classifier.probabilities(np.stack(images))
+    with np.errstate(over="ignore", invalid="ignore"):
+        probabilities = classifier.probabilities(np.stack(images))
+    if not np.isfinite(probabilities).all():
+        raise CheckpointError(
+            f"{model_path}: the model gives NaN or infinite outputs, so its weights or normalisation are damaged; "
+            f"train again or restore the run from a backup"
+        )
     for position, row in zip(readable, probabilities):
         ranked = np.argsort(-row, kind="stable")[:top_k]
         best = int(ranked[0])
