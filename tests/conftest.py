@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -7,7 +8,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic import make_dataset  # noqa: E402
 
-REAL_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+# $FMNIST_DATA_DIR as the command line reads it, else the shared folder beside the checkout.
+# Read at import, because the autouse fixture below removes the variable from each test.
+REAL_DATA_DIR = Path(
+    os.environ.get("FMNIST_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+)
 
 
 @pytest.fixture
