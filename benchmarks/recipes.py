@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from fmnist import augment, data
+from fmnist.errors import FmnistError
 from fmnist.loading import FashionMNISTDataset
 from fmnist.model import build_model
 
@@ -41,8 +43,13 @@ MLP_TEACHER_SEED_STRIDE = 1000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train one recipe on the real data and record its test accuracy.")
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/fashion-mnist"))
+    parser = argparse.ArgumentParser(
+        description="Train one recipe on the real data and record its test accuracy.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(os.environ.get("FMNIST_DATA_DIR") or "../shared/data/fashion-mnist"),
+                        help="the Fashion-MNIST IDX files ($FMNIST_DATA_DIR when set)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/recipes.jsonl"),
                         help="JSON lines file that each run appends its result to")
     parser.add_argument("--tag", default="", help="a name for the recipe, stored with the result")
@@ -81,7 +88,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the distillation term")
     parser.add_argument("--distill-weight", type=float, default=0.5,
                         help="weight of the distillation term; the label term gets 1 minus it")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+
+    for name in ("threads", "epochs", "batch_size", "teacher_count", "teacher_epochs", "cnn_channels"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.temperature > 0:
+        parser.error(f"--temperature must be positive, got {args.temperature}")
+    if not 0 <= args.distill_weight <= 1:
+        parser.error(f"--distill-weight must be between 0 and 1, got {args.distill_weight}")
+    return args
 
 
 @dataclass
@@ -227,6 +243,8 @@ def train(model: nn.Module, seed: int, recipe: Recipe, splits: Splits, args: arg
             best_val_loss, best_epoch = val_loss, epoch
             best_state = {name: value.clone() for name, value in evaluated.state_dict().items()}
 
+    if best_state is None:
+        raise FmnistError("no epoch had a finite val loss; lower --lr and run again")
     evaluated.load_state_dict(best_state)
     evaluated.eval()
     return evaluated, best_epoch, val_losses, test_accuracies
@@ -263,6 +281,14 @@ def teacher_targets(args: argparse.Namespace, splits: Splits) -> tuple[torch.Ten
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    except FmnistError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
     splits = load_splits(args.data_dir, args.val_fraction, args.seed)
 
     started = time.perf_counter()

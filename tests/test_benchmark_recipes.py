@@ -62,3 +62,18 @@ def test_recipe_options_record_result(data_dir, tmp_path, options, capsys):
         assert 0 <= result["teachers_together_test_accuracy"] <= 100
     else:
         assert result["teacher_test_accuracies"] is None
+
+
+def test_recipe_without_finite_val_loss(data_dir, tmp_path, capsys):
+    output = tmp_path / "recipes.jsonl"
+    code = recipes.main(["--data-dir", str(data_dir), "--output", str(output), "--epochs", "1", "--lr", "1e20"])
+    assert code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == "error: no epoch had a finite val loss; lower --lr and run again"
+    assert not output.exists()
+
+
+def test_recipe_rejects_zero_epochs(capsys):
+    with pytest.raises(SystemExit) as raised:
+        recipes.main(["--epochs", "0"])
+    assert raised.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(": error: --epochs must be at least 1, got 0")
