@@ -7,8 +7,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from fmnist import metrics
+from fmnist.architecture import STATE_SHAPES
 from fmnist.datasets import FASHION_MNIST
 from fmnist.history import EpochRecord, write_history
 from fmnist.misclassified import save_misclassified
@@ -103,7 +105,7 @@ def make_run_dir(
     created: str | None = None,
     misclassified: bool = True,
 ) -> Path:
-    """Write ``model.json``, ``metrics.json``, ``history.json`` and ``misclassified.npz`` of a finished run."""
+    """Write ``model.json``, random weights, ``metrics.json``, ``history.json`` and ``misclassified.npz`` of a finished run."""
     class_names = class_names or CLASS_NAMES
     run_dir.mkdir(parents=True, exist_ok=True)
     full_config = {
@@ -123,6 +125,11 @@ def make_run_dir(
     (run_dir / "model.json").write_text(json.dumps(metadata, indent=2))
     (run_dir / "metrics.json").write_text(json.dumps({"split": "test", **summary}, indent=2))
     write_history(run_dir, make_history(epochs, best_epoch))
+    weights_rng = np.random.default_rng(2)
+    save_file(
+        {key: weights_rng.normal(0.0, 0.05, size=shape).astype(np.float32) for key, shape in STATE_SHAPES.items()},
+        run_dir / "model.safetensors",
+    )
 
     if misclassified:
         rng = np.random.default_rng(1)

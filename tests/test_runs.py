@@ -5,6 +5,7 @@ import logging
 import os
 import time
 
+import numpy as np
 import pytest
 
 from fmnist import runs
@@ -225,3 +226,35 @@ def test_interrupted_run_listed_incomplete(tmp_path):
     assert [row["status"] for row in rows] == ["incomplete"]
     assert rows[0]["config"]["batch_size"] == 64
     assert rows[0]["config"]["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda path: path.unlink(), "model file not found; pass a run directory written by 'fmnist train'"),
+        (lambda path: path.write_bytes(b""), "model file is empty; train again or restore it from a backup"),
+        (lambda path: path.write_bytes(path.read_bytes()[:-10]), "model file is truncated or corrupt ("),
+    ],
+)
+def test_list_runs_marks_unusable_weights(tmp_path, damage, problem):
+    make_run_dir(tmp_path / "good")
+    weights = make_run_dir(tmp_path / "bad") / "model.safetensors"
+    damage(weights)
+
+    by_name = {row["name"]: row for row in runs.list_runs(tmp_path)}
+    assert by_name["good"]["status"] == "ok"
+    assert by_name["bad"]["status"] == "damaged"
+    assert by_name["bad"]["problem"].startswith(f"{weights}: {problem}")
+
+
+def test_list_runs_marks_nan_weights(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    weights = make_run_dir(tmp_path / "bad") / "model.safetensors"
+    state = load_file(weights)
+    state["7.bias"][0] = np.nan
+    save_file(state, weights)
+
+    row = runs.list_runs(tmp_path)[0]
+    assert row["status"] == "damaged"
+    assert row["problem"] == f"{weights}: tensor 7.bias contains NaN or infinite values; train again or restore the file from a backup"

@@ -44,7 +44,7 @@ def is_run_dir(path: Path) -> bool:
 
 
 def read_run(run_dir: Path) -> RunFiles:
-    """Read and check the JSON files of ``run_dir``, raising CheckpointError if one is damaged."""
+    """Read and check the JSON files and the weights of ``run_dir``, raising CheckpointError if one is damaged."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory; pass a directory written by 'fmnist train'")
@@ -66,6 +66,12 @@ def read_run(run_dir: Path) -> RunFiles:
             f"{run_dir}: neither {artifacts.METADATA_FILE} nor {HISTORY_JSON} found; "
             f"pass a run directory written by 'fmnist train'"
         )
+    if metadata is not None:
+        # A finished run is usable only with its weights: load them as predict does, which
+        # checks their names, shapes, dtypes and values without importing torch.
+        from fmnist.predict import load_classifier
+
+        load_classifier(run_dir)
     return RunFiles(run_dir, metadata, metrics, history)
 
 
