@@ -435,7 +435,7 @@ def _train_into(
         misclassified.save_misclassified(run_dir, evaluation, prepared.test_set)
 
     history_io.write_history(run_dir, result.history)
-    plots.plot_history(result.history, run_dir / HISTORY_PLOT, result.best_epoch or None)
+    plots.plot_history(result.history, run_dir / HISTORY_PLOT, result.best_epoch or None, config.label_smoothing)
     seconds = time.perf_counter() - started
     report.write_report_after_training(run_dir)
     # Written last, because a complete checkpoint marks for --resume that every file above

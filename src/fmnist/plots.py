@@ -33,13 +33,18 @@ def _save(figure, path: Path) -> None:
     atomic_write_bytes(path, figure_png(figure))
 
 
-def plot_history(history: Sequence[EpochRecord], path: Path, best_epoch: int | None = None) -> None:
+def plot_history(
+    history: Sequence[EpochRecord], path: Path, best_epoch: int | None = None, label_smoothing: float = 0.0
+) -> None:
     """Plot train and val loss, and val macro-F1, against epoch into a PNG at ``path``."""
     plt = _pyplot()
     epochs = [record.epoch for record in history]
     figure, (loss_axes, f1_axes) = plt.subplots(1, 2, figsize=(10, 4))
 
-    loss_axes.plot(epochs, [record.train_loss for record in history], marker="o", label="train loss")
+    # With label smoothing the train loss is measured against smoothed targets, so it cannot
+    # fall to 0 and does not compare with the val loss, which is always plain cross-entropy.
+    train_label = f"train loss (label smoothing {label_smoothing:g})" if label_smoothing else "train loss"
+    loss_axes.plot(epochs, [record.train_loss for record in history], marker="o", label=train_label)
     loss_axes.plot(epochs, [record.val_loss for record in history], marker="o", label="val loss")
     loss_axes.set_xlabel("epoch")
     loss_axes.set_ylabel("cross-entropy loss")
@@ -102,7 +107,10 @@ def learning_curves_figure(history: Sequence[EpochRecord], best_epoch: int | Non
     epochs = [record.epoch for record in history]
     figure, (loss_axes, score_axes, lr_axes) = plt.subplots(1, 3, figsize=(15, 4.2))
 
-    loss_axes.plot(epochs, [record.train_loss for record in history], marker="o", label="train loss")
+    # With label smoothing the train loss is measured against smoothed targets, so it cannot
+    # fall to 0 and does not compare with the val loss, which is always plain cross-entropy.
+    train_label = f"train loss (label smoothing {label_smoothing:g})" if label_smoothing else "train loss"
+    loss_axes.plot(epochs, [record.train_loss for record in history], marker="o", label=train_label)
     loss_axes.plot(epochs, [record.val_loss for record in history], marker="o", label="val loss")
     loss_axes.set_ylabel("cross-entropy loss")
     loss_axes.set_title("Loss")
