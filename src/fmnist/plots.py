@@ -101,7 +101,7 @@ def _mark_best_epoch(axes, best_epoch: int | None) -> None:
         axes.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch ({best_epoch})")
 
 
-def learning_curves_figure(history: Sequence[EpochRecord], best_epoch: int | None = None):
+def learning_curves_figure(history: Sequence[EpochRecord], best_epoch: int | None = None, label_smoothing: float = 0.0):
     """Return a figure of train and val loss, val accuracy and macro-F1, and the learning rate against epoch."""
     plt = _pyplot()
     epochs = [record.epoch for record in history]

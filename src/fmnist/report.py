@@ -128,7 +128,13 @@ def _curves_section(run: runs.RunFiles, best_epoch: int | None) -> str:
 
     if not run.history:
         return '<h2>Learning curves</h2><p class="note">history.json not found: no epoch was completed.</p>'
-    figure = plots.learning_curves_figure(run.history, best_epoch)
+    config = (run.metadata or {}).get("config")
+    if not isinstance(config, dict):
+        config = run.stored_config or {}
+    label_smoothing = config.get("label_smoothing", 0.0)
+    if not runs.is_number(label_smoothing):
+        label_smoothing = 0.0
+    figure = plots.learning_curves_figure(run.history, best_epoch, label_smoothing)
     rows, classes = [], []
     for record in run.history:
         rows.append([
