@@ -258,3 +258,28 @@ def test_list_runs_marks_nan_weights(tmp_path):
     row = runs.list_runs(tmp_path)[0]
     assert row["status"] == "damaged"
     assert row["problem"] == f"{weights}: tensor 7.bias contains NaN or infinite values; train again or restore the file from a backup"
+
+
+def test_list_runs_tolerates_odd_values(tmp_path):
+    run_dir = make_run_dir(tmp_path / "odd")
+    make_run_dir(tmp_path / "good")
+    metadata = json.loads((run_dir / "model.json").read_text())
+    metadata["seconds"] = float("inf")
+    metadata["config"]["lr"] = "abc"
+    metadata["config"]["dropout"] = float("nan")
+    (run_dir / "model.json").write_text(json.dumps(metadata))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["accuracy"] = float("nan")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+    rows = runs.list_runs(tmp_path)
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["good"]["status"] == "ok"
+    assert by_name["odd"]["seconds"] is None
+    assert by_name["odd"]["test_accuracy"] is None
+    assert by_name["odd"]["config"]["dropout"] is None
+    json.dumps(rows, allow_nan=False)
+    table = runs.format_runs_table(rows)
+    odd_line = next(line for line in table.splitlines() if line.startswith("odd"))
+    assert " abc " in odd_line
+    assert "nan" not in table

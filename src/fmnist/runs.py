@@ -151,14 +151,18 @@ def summarize_run(run: RunFiles) -> dict[str, Any]:
     """Return one row of the runs table: date, configuration, epochs and metrics of ``run``."""
     metadata = run.metadata or {}
     config = metadata.get("config") if isinstance(metadata.get("config"), dict) else (run.stored_config or {})
+    config = _without_non_finite(config)
     scores = metadata.get("metrics") if isinstance(metadata.get("metrics"), dict) else {}
     history = run.history or []
 
     def number(value: Any) -> float | None:
-        return value if is_number(value) else None
+        # NaN and infinity would print as "nan" and make --json output invalid JSON.
+        if not is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+            return None
+        return value
 
-    test_accuracy = run.metrics["accuracy"] if run.metrics else number(scores.get("test_accuracy"))
-    test_macro_f1 = run.metrics["macro_f1"] if run.metrics else number(scores.get("test_macro_f1"))
+    test_accuracy = number(run.metrics["accuracy"]) if run.metrics else number(scores.get("test_accuracy"))
+    test_macro_f1 = number(run.metrics["macro_f1"]) if run.metrics else number(scores.get("test_macro_f1"))
     status, problem = "ok", None
     if run.metadata is None:
         status = "incomplete"
@@ -178,6 +182,17 @@ def summarize_run(run: RunFiles) -> dict[str, Any]:
         "test_macro_f1": test_macro_f1,
         "seconds": number(metadata.get("seconds")),
     }
+
+
+def _without_non_finite(value: Any) -> Any:
+    """Return ``value`` with every NaN or infinite float, at any depth, replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _without_non_finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_non_finite(item) for item in value]
+    return value
 
 
 def damaged_row(run_dir: Path, error: Exception) -> dict[str, Any]:
@@ -241,6 +256,9 @@ def format_date(created: str | None) -> str:
 def _cell(value: Any, spec: str = "") -> str:
     if value is None:
         return "-"
+    if spec and not is_number(value):
+        # A damaged configuration can hold any JSON value where a number belongs.
+        return str(value)
     return format(value, spec)
 
 
