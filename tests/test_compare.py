@@ -131,3 +131,10 @@ def test_compare_writes_new_file_in_run_directory(two_runs):
     output = two_runs[0] / "compare.png"
     compare.compare_runs(two_runs, output)
     assert Image.open(output).format == "PNG"
+
+
+def test_compare_run_name_not_utf8(two_runs, tmp_path):
+    odd = make_run_dir(tmp_path / os.fsdecode(b"run-\xff"))
+    output = tmp_path / "curves.png"
+    compare.compare_runs([two_runs[0], odd], output)
+    assert Image.open(output).format == "PNG"

@@ -226,3 +226,34 @@ def test_cli_export_refuses_model_file(run_dir: Path, capsys) -> None:
         f"would replace the run's own file; choose another file name\n"
     )
     assert weights.read_bytes() == before
+
+
+def test_export_overflowing_model_rejected(run_dir: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run_dir = shutil.copytree(run_dir, tmp_path / "run")  # the fixture's run is shared by the module
+    state = load_file(run_dir / "model.safetensors")
+    state["1.bias"] = torch.full((300,), 3e38)
+    state["4.weight"] = torch.full((200, 300), 3e38)
+    save_file(state, run_dir / "model.safetensors")
+    output = tmp_path / "model.pt"
+
+    code = main(["export", str(run_dir), "--format", "torchscript", "--output", str(output)])
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: {run_dir}: the model gives NaN or infinite outputs, so its weights or normalisation are damaged; "
+        f"train again or restore the run from a backup\n"
+    )
+    assert not output.exists()
+
+
+def test_export_to_name_not_utf8(run_dir: Path, tmp_path: Path) -> None:
+    import os
+
+    output = tmp_path / os.fsdecode(b"model-\xff.pt")
+    assert main(["export", str(run_dir), "--format", "torchscript", "--output", str(output), "--quiet"]) == 0
+    with open(output, "rb") as file:  # torch.jit.load also rejects such path strings
+        assert torch.jit.load(file) is not None

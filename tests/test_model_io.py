@@ -259,3 +259,27 @@ def test_deeply_nested_metadata(run_dir):
     assert str(raised.value) == (
         f"{run_dir / 'model.json'}: model metadata cannot be read (nested too deeply); the file is damaged"
     )
+
+
+@pytest.mark.parametrize("dropout", [2.0, "x", True, float("nan")])
+def test_invalid_dropout_in_metadata(run_dir, dropout):
+    (run_dir / "model.json").write_text(json.dumps(metadata(architecture={"name": "mlp-784-300-200-10", "dropout": dropout})))
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(run_dir)
+    assert str(raised.value) == (
+        f"{run_dir / 'model.json'}: architecture dropout is {dropout!r}, expected a number in [0, 1); the file is damaged"
+    )
+
+
+def test_float8_weights_rejected(run_dir):
+    from safetensors.torch import save_file
+
+    state = build_model().state_dict()
+    state["1.weight"] = state["1.weight"].to(torch.float8_e4m3fn)
+    save_file(state, run_dir / "model.safetensors")
+    with pytest.raises(CheckpointError) as raised:
+        model_io.load_model(run_dir)
+    assert str(raised.value) == (
+        f"{run_dir / 'model.safetensors'}: tensor 1.weight has dtype float8_e4m3fn, expected floating-point weights; "
+        f"train again or restore the file from a backup"
+    )

@@ -142,6 +142,11 @@ def read_metadata(path: Path) -> dict[str, Any]:
     name = architecture.get("name") if isinstance(architecture, dict) else None
     if name != ARCHITECTURE:
         raise CheckpointError(f"{path}: architecture {name!r} is not supported, expected {ARCHITECTURE}")
+    dropout = architecture.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise CheckpointError(
+            f"{path}: architecture dropout is {_shorten(dropout)}, expected a number in [0, 1); the file is damaged"
+        )
     _check_normalisation(metadata.get("normalisation"), path)
     class_names = metadata.get("class_names")
     if not (isinstance(class_names, list) and len(class_names) == 10 and all(isinstance(n, str) for n in class_names)):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fmnist import model_io
-from fmnist.errors import ConfigError
+from fmnist.errors import CheckpointError, ConfigError
 from fmnist.export import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, TORCHSCRIPT_METADATA_FILE
 
 
@@ -45,6 +45,15 @@ def deployable_model(model_path: Path) -> tuple[DeployableClassifier, dict[str, 
     wrapped.eval()
     for parameter in wrapped.parameters():
         parameter.requires_grad_(False)
+
+    # Finite weights can still overflow to NaN. Random images catch weights that do so for any input.
+    probe = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if not torch.isfinite(wrapped(probe)).all():
+            raise CheckpointError(
+                f"{model_path}: the model gives NaN or infinite outputs, so its weights or normalisation are damaged; "
+                f"train again or restore the run from a backup"
+            )
     return wrapped, metadata
 
 
@@ -68,7 +77,9 @@ def save_torchscript(model: DeployableClassifier, metadata: dict[str, Any], path
     # NOTE: torch 2.13 marks torch.jit.script, save and load as deprecated; they still work.
     with _quiet_exporters():
         scripted = torch.jit.script(model)
-        torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+        # A file object, because torch.jit.save rejects path strings that are not valid UTF-8.
+        with open(path, "wb") as file:
+            torch.jit.save(scripted, file, _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
 
 
 def save_onnx(model: DeployableClassifier, metadata: dict[str, Any], path: Path) -> None:

@@ -112,6 +112,10 @@ def check_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
     artifacts.check_state_shapes({key: tuple(tensor.shape) for key, tensor in state.items()}, path)
 
 
+# The dtypes whose values load_model can copy into the float32 model and check with numpy.
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def load_model(model_path: Path) -> tuple[nn.Sequential, dict[str, Any]]:
     """Load the model of a run directory (or weights file) on the CPU, in eval mode, with its metadata."""
     weights_path, metadata_path = artifacts.resolve_model_paths(model_path)
@@ -119,8 +123,9 @@ def load_model(model_path: Path) -> tuple[nn.Sequential, dict[str, Any]]:
     state = read_state_dict(weights_path)
     model = build_model(dropout=float(metadata.get("architecture", {}).get("dropout", 0.0)))
     check_state_dict(state, weights_path)
-    for key, tensor in state.items():
-        if not tensor.is_floating_point():
+    for key in sorted(state):
+        tensor = state[key]
+        if tensor.dtype not in WEIGHT_DTYPES:
             raise CheckpointError(
                 f"{weights_path}: tensor {key} has dtype {str(tensor.dtype).removeprefix('torch.')}, "
                 f"expected floating-point weights; "

@@ -146,6 +146,8 @@ def plot_comparison(runs: Sequence[tuple[str, Sequence[EpochRecord], int | None]
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(13, 4.8))
 
     for index, (label, history, best_epoch) in enumerate(runs):
+        # Matplotlib cannot draw the surrogate escapes of run names that are not valid UTF-8.
+        label = label.encode("utf-8", errors="backslashreplace").decode("utf-8")
         color = colors[index % len(colors)]
         epochs = [record.epoch for record in history]
         val_losses = [record.val_loss for record in history]
