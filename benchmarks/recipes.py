@@ -8,9 +8,9 @@ the same options and seed. It also evaluates the test split after every epoch (n
 any choice), so that one run shows how test accuracy moves.
 
 The other options try what fmnist does not ship, so that docs/benchmarks.md can record
-what each did: an exponential moving average of the weights, decoupled weight decay,
-mixup, Gaussian input noise, sharpness-aware minimisation (SAM) and distillation from
-teachers (an ensemble of MLPs of the same architecture, or a small CNN).
+what each did. They add an exponential moving average of the weights, decoupled weight
+decay, mixup, Gaussian input noise, sharpness-aware minimisation (SAM), or distillation
+from teachers: an ensemble of MLPs of the same architecture, or a small CNN.
 
 Like ``fmnist train``, the run ends with the weights of the epoch with the lowest val
 loss, and ``test_accuracy`` is theirs. Each run appends one JSON line to ``--output``.

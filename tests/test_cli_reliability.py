@@ -494,22 +494,19 @@ def test_output_dir_name_not_utf8(tmp_path, data_dir, capsys):
 def test_evaluate_overflowing_model_rejected(trained_run, tmp_path, capsys):
     import shutil
 
-    import torch
     from safetensors.torch import load_file, save_file
+    from test_model_io import make_overflowing
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
-    state = load_file(run_dir / "model.safetensors")
-    state["1.bias"] = torch.full((300,), 3e38)
-    state["4.weight"] = torch.full((200, 300), 3e38)
-    save_file(state, run_dir / "model.safetensors")
+    save_file(make_overflowing(load_file(run_dir / "model.safetensors")), run_dir / "model.safetensors")
     plot_before = (run_dir / "confusion_matrix.png").read_bytes()
 
     data_dir = trained_run.parent / "data"
     code = main(["evaluate", str(run_dir), "--data-dir", str(data_dir), "--offline", "--quiet"])
     assert code == 2
     assert capsys.readouterr().err == (
-        f"error: {run_dir}: the model gives NaN or infinite outputs on the test split, so its weights are damaged; "
-        f"train again or restore the run from a backup\n"
+        f"error: {run_dir}: the model gives NaN or infinite outputs on the test split, so its weights or "
+        f"normalisation are damaged; train again or restore the run from a backup\n"
     )
     assert (run_dir / "confusion_matrix.png").read_bytes() == plot_before

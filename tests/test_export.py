@@ -232,12 +232,10 @@ def test_export_overflowing_model_rejected(run_dir: Path, tmp_path: Path, capsys
     import shutil
 
     from safetensors.torch import load_file, save_file
+    from test_model_io import make_overflowing
 
     run_dir = shutil.copytree(run_dir, tmp_path / "run")  # the fixture's run is shared by the module
-    state = load_file(run_dir / "model.safetensors")
-    state["1.bias"] = torch.full((300,), 3e38)
-    state["4.weight"] = torch.full((200, 300), 3e38)
-    save_file(state, run_dir / "model.safetensors")
+    save_file(make_overflowing(load_file(run_dir / "model.safetensors")), run_dir / "model.safetensors")
     output = tmp_path / "model.pt"
 
     code = main(["export", str(run_dir), "--format", "torchscript", "--output", str(output)])

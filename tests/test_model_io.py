@@ -21,6 +21,13 @@ def metadata(**changes):
     return value
 
 
+def make_overflowing(state):
+    """Change ``state`` so that every weight is a finite float32 but the second layer's sums overflow to NaN."""
+    state["1.bias"] = torch.full((300,), 3e38)
+    state["4.weight"] = torch.full((200, 300), 3e38)
+    return state
+
+
 @pytest.fixture
 def run_dir(tmp_path):
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ from fmnist import model_io
 from fmnist.errors import CheckpointError, ConfigError
 from fmnist.model import build_model
 from fmnist.predict import load_classifier, predict_files
-from test_model_io import metadata
+from test_model_io import make_overflowing, metadata
 
 
 @pytest.fixture
@@ -117,10 +117,7 @@ def test_unusable_weight_types_rejected(run_dir, change, message):
 def test_overflowing_outputs_give_error_not_nan(run_dir, tmp_path, capsys):
     from fmnist.cli import main
 
-    # Each weight is a finite float32, but the second layer's sums overflow to infinity, then NaN.
-    state = build_model().state_dict()
-    state["1.bias"] = torch.full((300,), 3e38)
-    state["4.weight"] = torch.full((200, 300), 3e38)
+    state = make_overflowing(build_model().state_dict())
     save_weights(run_dir, state)
     image = tmp_path / "one.png"
     Image.fromarray(np.full((28, 28), 200, dtype=np.uint8)).save(image)

@@ -77,13 +77,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         temporary.write_bytes(data)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` as UTF-8 to ``path`` atomically.
+def escape_surrogates(text: str) -> str:
+    """Return ``text`` with surrogate escapes written as backslash escapes, such as ``\\udcff``.
 
-    File names that are not valid UTF-8 reach ``text`` as surrogate escapes, which are
-    written as backslash escapes (``\\udcff``) because UTF-8 cannot encode them.
+    Python decodes file names that are not valid UTF-8 into surrogate escapes, which UTF-8
+    cannot encode, so a strict stream, file or plotting library would fail on them.
     """
-    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically, with surrogate escapes written as backslash escapes."""
+    atomic_write_bytes(path, escape_surrogates(text).encode("utf-8"))
+
+
+def non_finite_outputs_error(model_path: Path, scope: str = "") -> CheckpointError:
+    """Return the error for a model whose outputs are NaN or infinite ``scope``, such as "on the test split"."""
+    where = f" {scope}" if scope else ""
+    return CheckpointError(
+        f"{model_path}: the model gives NaN or infinite outputs{where}, so its weights or normalisation are "
+        f"damaged; train again or restore the run from a backup"
+    )
 
 
 def atomic_write_json(path: Path, value: Any) -> None:
@@ -203,7 +217,7 @@ def check_not_run_file(output: Path, option: str = "--output") -> None:
 
 
 def check_finite_weights(weights: dict[str, Any], path: Path) -> None:
-    """Raise CheckpointError naming the first tensor of ``weights`` that float32 cannot hold.
+    """Raise CheckpointError naming the first tensor of ``weights`` that float32 cannot represent.
 
     ``weights`` maps parameter names to numpy arrays or CPU torch tensors. A tensor must
     be of a floating-point type, finite and within the float32 range, because a model

@@ -197,12 +197,14 @@ def _describe_presets() -> str:
 class _EscapingFormatter(logging.Formatter):
     """A formatter that writes surrogate escapes as backslash escapes.
 
-    File names that are not valid UTF-8 reach messages as surrogate escapes. A stream
-    with strict errors, such as stderr under some test runners, cannot write those.
+    A stream with strict errors, such as stderr under some test runners, cannot write the
+    surrogate escapes of file names that are not valid UTF-8.
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).encode("utf-8", errors="backslashreplace").decode("utf-8")
+        from fmnist.artifacts import escape_surrogates
+
+        return escape_surrogates(super().format(record))
 
 
 def configure_logging(quiet: bool, verbose: bool) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fmnist import model_io
-from fmnist.errors import CheckpointError, ConfigError
+from fmnist import artifacts, model_io
+from fmnist.errors import ConfigError
 from fmnist.export import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, TORCHSCRIPT_METADATA_FILE
 
 
@@ -50,10 +50,7 @@ def deployable_model(model_path: Path) -> tuple[DeployableClassifier, dict[str, 
     probe = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         if not torch.isfinite(wrapped(probe)).all():
-            raise CheckpointError(
-                f"{model_path}: the model gives NaN or infinite outputs, so its weights or normalisation are damaged; "
-                f"train again or restore the run from a backup"
-            )
+            raise artifacts.non_finite_outputs_error(model_path)
     return wrapped, metadata
 
 

@@ -131,7 +131,7 @@ def load_model(model_path: Path) -> tuple[nn.Sequential, dict[str, Any]]:
                 f"expected floating-point weights; "
                 f"train again or restore the file from a backup"
             )
-    # numpy has no bfloat16, and float32 holds every bfloat16 value exactly.
+    # numpy has no bfloat16, and float32 represents every bfloat16 value exactly.
     artifacts.check_finite_weights(
         {key: tensor.float() if tensor.dtype == torch.bfloat16 else tensor for key, tensor in state.items()},
         weights_path,

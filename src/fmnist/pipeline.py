@@ -63,7 +63,7 @@ def run_log(run_dir: Path, earlier_records: list[logging.LogRecord] = ()):
     """
     package_logger = logging.getLogger("fmnist")
     # Paths that are not valid UTF-8 reach the messages as surrogate escapes, which strict
-    # UTF-8 cannot encode; backslashreplace writes them as \udcff and so on.
+    # UTF-8 cannot encode, so backslashreplace writes them as \udcff and so on.
     handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8", errors="backslashreplace")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -494,10 +494,7 @@ def evaluate(
     )
     evaluation = evaluate_model(model, test_set)
     if not math.isfinite(evaluation.loss):
-        raise CheckpointError(
-            f"{model_path}: the model gives NaN or infinite outputs on the test split, so its weights are damaged; "
-            f"train again or restore the run from a backup"
-        )
+        raise artifacts.non_finite_outputs_error(model_path, "on the test split")
     summary = metrics.summarize(evaluation.labels, evaluation.predictions, metadata["class_names"])
 
     if plot_path is None:

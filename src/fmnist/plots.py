@@ -6,7 +6,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from fmnist.artifacts import atomic_write_bytes
+from fmnist.artifacts import atomic_write_bytes, escape_surrogates
 from fmnist.history import EpochRecord
 
 
@@ -41,10 +41,8 @@ def plot_history(
     epochs = [record.epoch for record in history]
     figure, (loss_axes, f1_axes) = plt.subplots(1, 2, figsize=(10, 4))
 
-    # With label smoothing the train loss is measured against smoothed targets, so it cannot
-    # fall to 0 and does not compare with the val loss, which is always plain cross-entropy.
-    train_label = f"train loss (label smoothing {label_smoothing:g})" if label_smoothing else "train loss"
-    loss_axes.plot(epochs, [record.train_loss for record in history], marker="o", label=train_label)
+    train_losses = [record.train_loss for record in history]
+    loss_axes.plot(epochs, train_losses, marker="o", label=_train_loss_label(label_smoothing))
     loss_axes.plot(epochs, [record.val_loss for record in history], marker="o", label="val loss")
     loss_axes.set_xlabel("epoch")
     loss_axes.set_ylabel("cross-entropy loss")
@@ -90,6 +88,12 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], class_names: Sequen
     return figure
 
 
+def _train_loss_label(label_smoothing: float) -> str:
+    # With label smoothing the train loss is measured against smoothed targets, so it cannot
+    # fall to 0 and does not compare with the val loss, which is always plain cross-entropy.
+    return f"train loss (label smoothing {label_smoothing:g})" if label_smoothing else "train loss"
+
+
 def _integer_epochs(axes) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -107,10 +111,8 @@ def learning_curves_figure(history: Sequence[EpochRecord], best_epoch: int | Non
     epochs = [record.epoch for record in history]
     figure, (loss_axes, score_axes, lr_axes) = plt.subplots(1, 3, figsize=(15, 4.2))
 
-    # With label smoothing the train loss is measured against smoothed targets, so it cannot
-    # fall to 0 and does not compare with the val loss, which is always plain cross-entropy.
-    train_label = f"train loss (label smoothing {label_smoothing:g})" if label_smoothing else "train loss"
-    loss_axes.plot(epochs, [record.train_loss for record in history], marker="o", label=train_label)
+    train_losses = [record.train_loss for record in history]
+    loss_axes.plot(epochs, train_losses, marker="o", label=_train_loss_label(label_smoothing))
     loss_axes.plot(epochs, [record.val_loss for record in history], marker="o", label="val loss")
     loss_axes.set_ylabel("cross-entropy loss")
     loss_axes.set_title("Loss")
@@ -147,7 +149,7 @@ def plot_comparison(runs: Sequence[tuple[str, Sequence[EpochRecord], int | None]
 
     for index, (label, history, best_epoch) in enumerate(runs):
         # Matplotlib cannot draw the surrogate escapes of run names that are not valid UTF-8.
-        label = label.encode("utf-8", errors="backslashreplace").decode("utf-8")
+        label = escape_surrogates(label)
         color = colors[index % len(colors)]
         epochs = [record.epoch for record in history]
         val_losses = [record.val_loss for record in history]

@@ -66,9 +66,10 @@ def load_classifier(model_path: Path) -> NumpyClassifier:
         raise CheckpointError(f"{weights_path}: model file not found; pass a run directory written by 'fmnist train'") from None
     except KeyError as error:
         # safetensors.numpy raises KeyError with the dtype name for dtypes numpy lacks, such as BF16.
+        dtype = error.args[0] if error.args else "unknown"
         raise CheckpointError(
-            f"{weights_path}: model file contains {error.args[0] if error.args else 'unknown'} tensors, which predict "
-            f"cannot read; save the weights as float32, as 'fmnist train' does"
+            f"{weights_path}: model file contains {dtype} tensors, which predict cannot read; "
+            f"save the weights as float32, as 'fmnist train' does"
         ) from None
     except (SafetensorError, ValueError, OSError) as error:
         raise CheckpointError(
@@ -123,10 +124,7 @@ def predict_files(model_path: Path, paths: list[Path], *, invert: str = "auto", 
     with np.errstate(over="ignore", invalid="ignore"):
         probabilities = classifier.probabilities(np.stack(images))
     if not np.isfinite(probabilities).all():
-        raise CheckpointError(
-            f"{model_path}: the model gives NaN or infinite outputs, so its weights or normalisation are damaged; "
-            f"train again or restore the run from a backup"
-        )
+        raise artifacts.non_finite_outputs_error(model_path)
     for position, row in zip(readable, probabilities):
         ranked = np.argsort(-row, kind="stable")[:top_k]
         best = int(ranked[0])

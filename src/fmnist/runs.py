@@ -257,7 +257,7 @@ def _cell(value: Any, spec: str = "") -> str:
     if value is None:
         return "-"
     if spec and not is_number(value):
-        # A damaged configuration can hold any JSON value where a number belongs.
+        # A damaged configuration can contain any JSON value where a number belongs.
         return str(value)
     return format(value, spec)
 
